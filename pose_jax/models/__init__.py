@@ -1,0 +1,79 @@
+"""Denoiser registry: every model is picked by name, a variant is a row in a table.
+
+Every denoiser is a Linen module with the signature
+``__call__(x_t, t, cond, *, train) -> prediction``; outside this package code
+sees only the pure functions returned by :func:`make_model_fns`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+from pose_jax import _checks
+from pose_jax.models.mixste import MixSTEDenoiser
+
+# name -> (module class, keyword arguments). Sizes: the papers' and CPU-sized ones.
+_VARIANTS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
+    "d3dp": (MixSTEDenoiser, dict(embed_dim=512, depth=8, num_heads=8, mlp_ratio=2.0)),
+    "d3dp_small": (MixSTEDenoiser, dict(embed_dim=128, depth=4, num_heads=8, mlp_ratio=2.0)),
+    "d3dp_tiny": (MixSTEDenoiser, dict(embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.0)),
+}
+
+
+def register_model(name: str, cls: type[nn.Module], **defaults: Any) -> None:
+    """Adds a named variant (used by the model files of other families)."""
+    _VARIANTS[name] = (cls, dict(defaults))
+
+
+def available_models() -> tuple[str, ...]:
+    return tuple(sorted(_VARIANTS))
+
+
+def get_model(name: str, **overrides: Any) -> nn.Module:
+    """Builds the Linen module of a named variant, with keyword overrides.
+
+    Raises:
+      ValueError: unknown name, or an override the module does not have.
+    """
+    _checks.check_choice("get_model", "model", name, available_models())
+    cls, defaults = _VARIANTS[name]
+    fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(
+            f"get_model: model {name!r} has no option(s) {unknown}; expected some of {sorted(fields)}."
+        )
+    return cls(**{**defaults, **overrides})
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFns:
+    """Pure functions of a denoiser.
+
+    ``init_fn(key, x_t, t, cond) -> params``;
+    ``apply_fn(params, x_t, t, cond, *, train=False, rng=None) -> prediction``.
+    """
+
+    module: nn.Module
+    init_fn: Callable[..., Any]
+    apply_fn: Callable[..., jax.Array]
+
+
+def make_model_fns(module: nn.Module) -> ModelFns:
+    """Wraps a denoiser module into pure ``init_fn``/``apply_fn``."""
+
+    def init_fn(key, x_t, t, cond: Mapping[str, jax.Array]):
+        return module.init({"params": key}, x_t, t, cond, train=False)["params"]
+
+    def apply_fn(params, x_t, t, cond, *, train: bool = False, rng=None):
+        rngs = {"dropout": rng} if rng is not None else None
+        if train and rng is None:
+            raise ValueError("apply_fn: train=True needs rng= (a key for dropout/drop-path).")
+        return module.apply({"params": params}, x_t, t, cond, train=train, rngs=rngs)
+
+    return ModelFns(module, init_fn, apply_fn)
