@@ -48,7 +48,7 @@ def check_trailing(
     need = len(dims) if min_ndim is None else min_ndim
     ok = len(shape) >= max(need, len(dims))
     if ok:
-        for got, want in zip(shape[len(shape) - len(dims) :], dims):
+        for got, want in zip(shape[len(shape) - len(dims) :], dims, strict=True):
             if want is not None and not isinstance(want, str) and got != want:
                 ok = False
                 break
@@ -65,7 +65,7 @@ def check_same_shape(fn: str, names: Sequence[str], *arrays: Any) -> tuple[int, 
     """Checks that all ``arrays`` share one shape; returns it."""
     shapes = [shape_of(a) for a in arrays]
     if any(s != shapes[0] for s in shapes[1:]):
-        seen = ", ".join(f"'{n}' {s}" for n, s in zip(names, shapes))
+        seen = ", ".join(f"'{n}' {s}" for n, s in zip(names, shapes, strict=False))
         raise ValueError(f"{fn}: arguments must have the same shape; got {seen}.")
     return shapes[0]
 

@@ -46,7 +46,8 @@ def get_model(name: str, **overrides: Any) -> nn.Module:
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(
-            f"get_model: model {name!r} has no option(s) {unknown}; expected some of {sorted(fields)}."
+            f"get_model: model {name!r} has no option(s) {unknown}; "
+            f"expected some of {sorted(fields)}."
         )
     return cls(**{**defaults, **overrides})
 

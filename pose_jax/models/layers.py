@@ -34,7 +34,7 @@ def torch_bias_init(fan_in: int) -> Callable:
 
 
 class TorchDense(nn.Module):
-    """A dense layer initialised like PyTorch's ``nn.Linear``; params ``kernel [in, out]``, ``bias``."""
+    """Dense, init as PyTorch's ``nn.Linear``: params ``kernel [in, out]``, ``bias``."""
 
     features: int
     use_bias: bool = True

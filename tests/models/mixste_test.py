@@ -33,7 +33,9 @@ def test_paper_size_parameter_count():
     # REFERENCE.md 2.2: 34,835,459 parameters for embed 512, depth 8.
     module = models.get_model("d3dp")
     x, t, c = _inputs(n=1, f=243)
-    shapes = jax.eval_shape(lambda: models.make_model_fns(module).init_fn(jax.random.key(0), x, t, c))
+    shapes = jax.eval_shape(
+        lambda: models.make_model_fns(module).init_fn(jax.random.key(0), x, t, c)
+    )
     assert sum(int(np.prod(a.shape)) for a in jax.tree.leaves(shapes)) == 34_835_459
 
 
@@ -104,4 +106,6 @@ def test_torch_init_bounds_and_sinusoid():
     assert np.abs(params["bias"]).max() <= 1 / 5 + 1e-7
     emb = np.asarray(layers.sinusoidal_embedding(jnp.array([3.0]), 8))
     freqs = np.exp(-np.log(10000.0) * np.arange(4) / 3)
-    np.testing.assert_allclose(emb[0], np.concatenate([np.sin(3 * freqs), np.cos(3 * freqs)]), rtol=1e-6)
+    np.testing.assert_allclose(
+        emb[0], np.concatenate([np.sin(3 * freqs), np.cos(3 * freqs)]), rtol=1e-6
+    )

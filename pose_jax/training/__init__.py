@@ -1,0 +1,1 @@
+"""Training: train state, optimizers, the jitted update step, sharding, checkpoints, loop."""
