@@ -1,0 +1,288 @@
+"""``h36m_pose``: Human3.6M keypoints in VideoPose3D's layout, one example per sequence and camera.
+
+Reads ``data_3d_h36m.npz`` (world-frame 32-joint mocap, metres) and
+``data_2d_h36m_<source>.npz`` (17-joint 2D per camera, pixels) from the manual
+directory, moves the 3D into each camera's frame with that subject's
+extrinsics, and stores raw absolute camera-frame 3D, pixel 2D and the camera.
+Root-centering, screen normalisation, windowing and flips are grain transforms
+(``data_pipelines/transforms.py``), so they never force a rebuild.
+
+Splits (REFERENCE.md 1.6): ``train`` = S1, S5, S6, S7, S8; ``test`` = S9, S11;
+``validation`` = the training subjects named in ``H36mConfig.validation_subjects``
+(moved out of ``train``; empty, hence absent, by default; never a test subject).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+
+from data_pipelines import common
+from pose_jax import camera as camera_lib
+from pose_jax import skeleton as skeleton_lib
+
+NAME = "h36m_pose"
+FILE_3D = "data_3d_h36m.npz"
+
+LAYOUT_3D = (
+    "VideoPose3D's data_3d_h36m.npz: key 'positions_3d' = 0-d object array holding "
+    "dict subject ('S1', 'S5', 'S6', 'S7', 'S8', 'S9', 'S11') -> action name (e.g. "
+    "'Directions 1') -> float32 array (T, 32, 3), world coordinates in metres"
+)
+LAYOUT_2D = (
+    "VideoPose3D's data_2d_h36m_<source>.npz: key 'positions_2d' = 0-d object array holding "
+    "dict subject -> action name -> list of 4 float32 arrays (T_cam, 17, 2) in pixels, one per "
+    "camera in the order 54138969, 55011271, 58860488, 60457274; optional key 'metadata' = "
+    "0-d object dict with 'num_joints': 17"
+)
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
+Put VideoPose3D's Human3.6M files, unchanged, directly in the manual directory
+(`--manual_dir`, default `<data_dir>/downloads/manual/`):
+
+  <manual_dir>/{FILE_3D}                        3D mocap (all configs)
+  <manual_dir>/data_2d_h36m_gt.npz                   config `gt`
+  <manual_dir>/data_2d_h36m_cpn_ft_h36m_dbb.npz      config `cpn_ft_h36m_dbb`
+  <manual_dir>/data_2d_h36m_detectron_ft_h36m.npz    config `detectron_ft_h36m`
+
+Only the 3D file and the 2D file of the config being built are needed.
+`{FILE_3D}` and `data_2d_h36m_gt.npz` are written by VideoPose3D's
+`data/prepare_data_h36m.py` from the Human3.6M release (the original
+D3_Positions CDF files, or the h5 archive of Martinez et al.); the detector
+files are the pre-computed ones linked from VideoPose3D's DATASETS.md. Layouts:
+  * {LAYOUT_3D}.
+  * {LAYOUT_2D}.
+"""
+
+_SOURCES = {
+    "gt": "ground-truth 2D: the 3D mocap projected through each camera with distortion",
+    "cpn_ft_h36m_dbb": "CPN detections fine-tuned on Human3.6M (D3DP/FinePOSE default input)",
+    "detectron_ft_h36m": "Detectron (Mask R-CNN) detections fine-tuned on Human3.6M",
+}
+
+
+@dataclasses.dataclass(eq=False)
+class H36mConfig(tfds.core.BuilderConfig):
+    """One 2D source, and optionally training subjects held out as ``validation``.
+
+    Attributes:
+      source: the ``<source>`` of ``data_2d_h36m_<source>.npz``.
+      validation_subjects: training subjects moved from ``train`` to a
+        ``validation`` split, e.g. ``('S8',)``. Test subjects are refused.
+    """
+
+    source: str = "gt"
+    validation_subjects: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        self.validation_subjects = common.check_validation_subjects(
+            self.name, self.validation_subjects
+        )
+
+
+def make_config(source: str, validation_subjects: tuple[str, ...] = (), name: str | None = None):
+    """A config for ``source``; named ``<source>`` or ``<source>_val_<S..>`` when holding out."""
+    if name is None:
+        name = source
+        if validation_subjects:
+            name += "_val_" + "_".join(validation_subjects)
+    desc = _SOURCES.get(source, f"2D keypoints from data_2d_h36m_{source}.npz")
+    if validation_subjects:
+        desc += f"; validation split = {', '.join(validation_subjects)}"
+    return H36mConfig(
+        name=name, source=source, validation_subjects=tuple(validation_subjects), description=desc
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sequence:
+    subject: str
+    action: str
+    action_class: str
+    camera_index: int
+    pose_world: np.ndarray  # [T, 17, 3], metres
+    pose_2d: np.ndarray  # [T, 17, 2], pixels, already cut to T
+
+
+def _reduce_3d(arr: Any, where: str) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[1] == 32 and a.shape[2] == 3:
+        a = skeleton_lib.reduce_h36m_32_to_17(a)
+    elif not (a.ndim == 3 and a.shape[1] == common.NUM_JOINTS and a.shape[2] == 3):
+        raise common.DataLayoutError(
+            f"{where}: 3D keypoints have shape {a.shape}; expected (T, 32, 3) (or already "
+            "reduced (T, 17, 3))."
+        )
+    return common.check_keypoints(a, where, dims=3, name="3D")
+
+
+def read_sequences(
+    manual_dir: epath.PathLike, source: str, who: str = NAME
+) -> tuple[dict[str, list[_Sequence]], common.BuildReport]:
+    """Reads and validates both npz files; groups (subject, action, camera) sequences by subject.
+
+    Args:
+      manual_dir: directory holding the npz files.
+      source: 2D source name.
+      who: builder name for messages.
+
+    Returns:
+      ``(subject -> list of sequences, report)``.
+
+    Raises:
+      FileNotFoundError / DataLayoutError: naming the file and sequence at fault.
+    """
+    manual_dir = epath.Path(manual_dir)
+    path_3d = manual_dir / FILE_3D
+    path_2d = manual_dir / f"data_2d_h36m_{source}.npz"
+    pos3d = common.load_npz_dict(path_3d, "positions_3d", LAYOUT_3D, who)
+    pos2d = common.load_npz_dict(path_2d, "positions_2d", LAYOUT_2D, who)
+    pos3d = common.check_mapping(
+        pos3d, f"{who}: {path_3d.name} 'positions_3d'", "subject -> action"
+    )
+    pos2d = common.check_mapping(
+        pos2d, f"{who}: {path_2d.name} 'positions_2d'", "subject -> action"
+    )
+    with path_2d.open("rb") as f, np.load(f, allow_pickle=True) as npz:
+        if "metadata" in npz.files:
+            meta = npz["metadata"].item()
+            if isinstance(meta, dict) and meta.get("num_joints", 17) != 17:
+                raise common.DataLayoutError(
+                    f"{who}: {path_2d.name} metadata says num_joints={meta['num_joints']}; "
+                    "expected 17 (the Human3.6M-17 layout)."
+                )
+
+    report = common.BuildReport()
+    unknown = sorted(set(map(str, pos3d)) - set(common.H36M_SUBJECTS))
+    if unknown:
+        raise common.DataLayoutError(
+            f"{who}: {path_3d.name} holds subject(s) {unknown}, which are not Human3.6M mocap "
+            f"subjects; expected {common.H36M_SUBJECTS}."
+        )
+    missing = [s for s in common.H36M_SUBJECTS if s not in pos3d]
+    if missing:
+        raise common.DataLayoutError(
+            f"{who}: {path_3d.name} lacks subject(s) {missing}; expected all of "
+            f"{common.H36M_SUBJECTS}."
+        )
+    extra_2d = sorted(set(map(str, pos2d)) - set(common.H36M_SUBJECTS))
+    if extra_2d:
+        report.ignored.append(
+            f"{path_2d.name}: subject(s) {extra_2d} have no 3D mocap (unlabeled) and are not "
+            "part of any split."
+        )
+
+    out: dict[str, list[_Sequence]] = {}
+    for subject in common.H36M_SUBJECTS:
+        actions = common.check_mapping(
+            pos3d[subject], f"{who}: {path_3d.name} subject {subject}", "action -> array"
+        )
+        if subject not in pos2d:
+            raise common.DataLayoutError(
+                f"{who}: {path_2d.name} has no subject {subject!r}, which {path_3d.name} has; "
+                f"expected {LAYOUT_2D}."
+            )
+        actions_2d = common.check_mapping(
+            pos2d[subject], f"{who}: {path_2d.name} subject {subject}", "action -> list"
+        )
+        extra = sorted(set(actions_2d) - set(actions))
+        if extra:
+            report.ignored.append(
+                f"{path_2d.name}: {subject} action(s) {extra} have no 3D mocap and are not part "
+                "of any split."
+            )
+        cams = camera_lib.h36m_cameras(subject)
+        seqs = []
+        for action in sorted(actions):
+            where = f"{who}: sequence {subject}/{action!r}"
+            klass = common.action_class(action, where)
+            world = _reduce_3d(actions[action], f"{where} in {path_3d.name}")
+            if action not in actions_2d:
+                raise common.DataLayoutError(
+                    f"{where}: missing from {path_2d.name} (it is in {path_3d.name})."
+                )
+            views = actions_2d[action]
+            if not isinstance(views, (list, tuple)) or len(views) != len(cams):
+                got = len(views) if isinstance(views, (list, tuple)) else type(views).__name__
+                raise common.DataLayoutError(
+                    f"{where} in {path_2d.name}: expected a list of {len(cams)} camera arrays "
+                    f"(T_cam, 17, 2); got {got}."
+                )
+            for ci, view in enumerate(views):
+                w = f"{where} camera {ci} ({cams[ci].id}) in {path_2d.name}"
+                kp = common.check_keypoints(view, w, dims=2, name="2D")
+                n3, n2 = world.shape[0], kp.shape[0]
+                if n2 < n3:
+                    raise common.DataLayoutError(
+                        f"{w}: 2D has {n2} frames, fewer than the {n3} frames of 3D; the "
+                        "references require len(2D) >= len(3D)."
+                    )
+                if n2 > n3:
+                    report.truncated_frames[f"{subject}/{action}/{ci}"] = n2 - n3
+                seqs.append(_Sequence(subject, action, klass, ci, world, kp[:n3]))
+        out[subject] = seqs
+    return out, report
+
+
+def example_key(subject: str, action: str, camera_index: int) -> str:
+    return f"{subject}/{action}/{camera_index}"
+
+
+class Builder(common.PoseBuilder):
+    """Human3.6M sequences (VideoPose3D files); see the module docstring."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+    BUILDER_CONFIGS: ClassVar[list[tfds.core.BuilderConfig]] = [make_config(s) for s in _SOURCES]
+    DEFAULT_CONFIG_NAME = "cpn_ft_h36m_dbb"
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self._make_info(
+            description=(
+                "Human3.6M 17-joint 3D (camera frame, metres, absolute) and 2D (pixels) "
+                "keypoints with camera parameters, one example per subject/action/camera. "
+                + (self.builder_config.description or "")
+            ),
+            features=common.h36m_like_features(),
+            homepage="http://vision.imar.ro/human3.6m/",
+            citation=(
+                "@article{h36m_pami, author={Ionescu, Catalin and Papava, Dragos and Olaru, "
+                "Vlad and Sminchisescu, Cristian}, title={Human3.6M: Large Scale Datasets and "
+                "Predictive Methods for 3D Human Sensing in Natural Environments}, "
+                "journal={IEEE TPAMI}, year={2014}}"
+            ),
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        cfg = self.builder_config
+        by_subject, report = read_sequences(dl_manager.manual_dir, cfg.source, self.name)
+        splits = {
+            split: [seq for s in subjects for seq in by_subject[s]]
+            for split, subjects in common.h36m_split_subjects(cfg.validation_subjects).items()
+        }
+        self._finish_report(
+            report, {k: [v.pose_world.shape[0] for v in seqs] for k, seqs in splits.items()}
+        )
+        return {split: self._generate_examples(seqs) for split, seqs in splits.items()}
+
+    def _generate_examples(self, seqs: list[_Sequence]) -> Iterator[tuple[str, dict[str, Any]]]:
+        for seq in seqs:
+            cam = camera_lib.h36m_camera(seq.subject, seq.camera_index)
+            yield (
+                example_key(seq.subject, seq.action, seq.camera_index),
+                common.h36m_like_example(
+                    subject=seq.subject,
+                    action=seq.action,
+                    action_class_name=seq.action_class,
+                    camera_index=seq.camera_index,
+                    cam=cam,
+                    pose_world=seq.pose_world,
+                    pose_2d=seq.pose_2d,
+                ),
+            )

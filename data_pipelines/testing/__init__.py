@@ -1,0 +1,1 @@
+"""Helpers for tests: writers of small input files in the real layouts."""
