@@ -1,0 +1,477 @@
+"""Input pipelines over the pose datasets: grain training iterators and evaluation windows.
+
+Callers need three functions and no grain knowledge:
+
+* :func:`load_sequences` reads one split (``tfds.data_source``, no TensorFlow)
+  into a :class:`SequenceStore`;
+* :func:`make_train_iterator` returns an endless (or ``num_epochs``-long),
+  shuffled, sharded, checkpointable iterator of batches of clips;
+* :func:`make_eval_windows` yields every sequence cut into evaluation windows
+  with the reference's weights and exact per-frame weights.
+
+Training batch (``make_train_iterator``), B = ``batch_size`` per process,
+F = ``chunk_length``, J = 17:
+
+================  =================  =========================================================
+key               shape / dtype      meaning
+================  =================  =========================================================
+pose_3d           [B, F, J, 3] f32   camera frame, metres; root-relative with the root slot 0
+                                     (absolute when ``root_relative=False``)
+traj              [B, F, 1, 3] f32   absolute root position (only when ``root_relative``)
+pose_2d           [B, F, J, 2] f32   normalised screen coordinates (pixels when
+                                     ``normalize_2d=False``)
+intrinsics        [B, 9] f32         normalised [fx, fy, cx, cy, k1, k2, k3, p1, p2] (flipped
+                                     clips carry the flipped camera); zeros where unknown
+res_w, res_h      [B] int32          image size of the camera
+action            [B] int32          action class (index into common.H36M_ACTIONS; -1 if none)
+camera_index      [B] int32          camera of the clip
+sequence_index    [B] int32          index of the sequence in the SequenceStore
+start             [B] int32          first frame of the clip in its sequence (may be < 0)
+frame_mask        [B, F] bool        True on real frames, False on edge-replicated ones
+valid             [B, F] bool        the dataset's valid flags (all True for Human3.6M)
+flipped           [B] bool           whether the clip is mirrored
+================  =================  =========================================================
+
+With ``single_frame=True`` (DiffPose, monoMotionDiff) the F axis is dropped:
+``pose_3d [B, J, 3]``, ``traj [B, 1, 3]``, ``pose_2d [B, J, 2]``, ``frame_mask [B]``...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+from data_pipelines import transforms
+
+# The joint layout of each dataset (pose_jax.skeleton names).
+SKELETON_OF_DATASET = {"h36m_pose": "h36m", "synthetic_pose": "h36m", "mpi_inf_3dhp_pose": "3dhp"}
+FLIP_MODES = ("duplicate", "random", "none")
+
+
+def _text(x: Any) -> str:
+    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceStore:
+    """One split of a pose dataset in host memory, sorted by (subject, action, camera).
+
+    Per-sequence arrays keep their own length ``L_s``; per-split fields are arrays
+    over sequences ``S``.
+
+    Attributes:
+      pose_3d: ``S`` arrays ``[L_s, J, 3]`` float32, absolute camera frame, metres.
+      pose_2d: ``S`` arrays ``[L_s, J, 2]`` float32, pixels.
+      valid: ``S`` arrays ``[L_s]`` bool.
+      activity: ``S`` arrays ``[L_s]`` int32 (3DHP activity labels), or None.
+      num_frames: ``[S]`` int64.
+      action: ``[S]`` int32 action class index, -1 where the dataset has none.
+      camera_index, res_w, res_h: ``[S]`` int32.
+      intrinsics: ``[S, 9]`` float32 normalised intrinsics.
+      subject, action_name, camera_id: ``S`` strings.
+      skeleton: joint layout name ('h36m' or '3dhp').
+    """
+
+    pose_3d: tuple[np.ndarray, ...]
+    pose_2d: tuple[np.ndarray, ...]
+    valid: tuple[np.ndarray, ...]
+    activity: tuple[np.ndarray, ...] | None
+    num_frames: np.ndarray
+    action: np.ndarray
+    camera_index: np.ndarray
+    res_w: np.ndarray
+    res_h: np.ndarray
+    intrinsics: np.ndarray
+    subject: tuple[str, ...]
+    action_name: tuple[str, ...]
+    camera_id: tuple[str, ...]
+    skeleton: str
+
+    def __len__(self) -> int:
+        return len(self.pose_3d)
+
+    @property
+    def root(self) -> int:
+        from pose_jax import skeleton as skeleton_lib
+
+        return skeleton_lib.get_skeleton(self.skeleton).root
+
+    @classmethod
+    def from_examples(cls, examples: Sequence[Mapping[str, Any]], skeleton: str) -> SequenceStore:
+        """Builds a store from decoded examples (e.g. a ``tfds.data_source`` split)."""
+        rows = [examples[i] for i in range(len(examples))]
+        if not rows:
+            raise ValueError("SequenceStore.from_examples: the split holds no sequence.")
+        order = sorted(
+            range(len(rows)),
+            key=lambda i: (
+                _text(rows[i]["subject"]),
+                _text(rows[i]["action"]),
+                int(rows[i]["camera_index"]),
+            ),
+        )
+        rows = [rows[i] for i in order]
+        pose_3d = tuple(np.asarray(r["pose_3d"], np.float32) for r in rows)
+        pose_2d = tuple(np.asarray(r["pose_2d"], np.float32) for r in rows)
+        for r, p3, p2 in zip(rows, pose_3d, pose_2d, strict=True):
+            if p3.shape[0] != p2.shape[0]:
+                raise ValueError(
+                    f"SequenceStore: sequence {_text(r['subject'])}/{_text(r['action'])}/"
+                    f"{int(r['camera_index'])} has {p3.shape[0]} 3D and {p2.shape[0]} 2D frames."
+                )
+        valid = tuple(
+            np.asarray(r["valid"], bool) if "valid" in r else np.ones(p.shape[0], bool)
+            for r, p in zip(rows, pose_3d, strict=True)
+        )
+        activity = None
+        if "activity" in rows[0]:
+            activity = tuple(np.asarray(r["activity"], np.int32) for r in rows)
+        return cls(
+            pose_3d=pose_3d,
+            pose_2d=pose_2d,
+            valid=valid,
+            activity=activity,
+            num_frames=np.array([p.shape[0] for p in pose_3d], np.int64),
+            action=np.array([int(r.get("action_class", -1)) for r in rows], np.int32),
+            camera_index=np.array([int(r["camera_index"]) for r in rows], np.int32),
+            res_w=np.array([int(r["res_w"]) for r in rows], np.int32),
+            res_h=np.array([int(r["res_h"]) for r in rows], np.int32),
+            intrinsics=np.stack([np.asarray(r["intrinsics"], np.float32) for r in rows]),
+            subject=tuple(_text(r["subject"]) for r in rows),
+            action_name=tuple(_text(r["action"]) for r in rows),
+            camera_id=tuple(_text(r["camera_id"]) for r in rows),
+            skeleton=skeleton,
+        )
+
+
+def dataset_skeleton(dataset: str) -> str:
+    """Joint layout of a dataset given as ``'name'`` or ``'name/config'``."""
+    base = dataset.split("/")[0].split(":")[0]
+    if base not in SKELETON_OF_DATASET:
+        raise ValueError(
+            f"dataset_skeleton: unknown dataset {dataset!r}; expected one of "
+            f"{tuple(SKELETON_OF_DATASET)} (or pass skeleton= explicitly)."
+        )
+    return SKELETON_OF_DATASET[base]
+
+
+def load_sequences(
+    dataset: str,
+    split: str,
+    *,
+    data_dir: str | None = None,
+    skeleton: str | None = None,
+) -> SequenceStore:
+    """Reads one split of a built dataset into memory through ``tfds.data_source`` (no TensorFlow).
+
+    Args:
+      dataset: ``'<name>/<config>'``, e.g. ``'h36m_pose/cpn_ft_h36m_dbb'``.
+      split: ``'train'``, ``'test'`` or ``'validation'`` (or any TFDS split expression).
+      data_dir: the TFDS data directory the dataset was built into.
+      skeleton: joint layout; by default from the dataset name.
+
+    Returns:
+      A :class:`SequenceStore`.
+    """
+    import tensorflow_datasets as tfds  # Deferred: the numpy parts need no tfds.
+
+    try:
+        source = tfds.data_source(dataset, split=split, data_dir=data_dir)
+    except ValueError as e:
+        if "split" in str(e).lower() and split == "validation":
+            raise ValueError(
+                f"load_sequences: {dataset!r} has no 'validation' split (it is empty unless the "
+                "config holds out training subjects, e.g. h36m_pose config made with "
+                f"validation_subjects=('S8',)). Original error: {e}"
+            ) from None
+        raise
+    return SequenceStore.from_examples(source, skeleton or dataset_skeleton(dataset))
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train_chunk_index(
+    num_frames: Sequence[int], chunk_length: int, flip_duplicate: bool
+) -> np.ndarray:
+    """All training clips as rows ``(sequence, start, flip)``, ``[M, 3]`` int64.
+
+    Per sequence, D3DP's chunks (:func:`transforms.chunk_starts`), then, with
+    ``flip_duplicate``, the same chunks again marked for mirroring.
+    """
+    rows = []
+    for s, n in enumerate(num_frames):
+        starts = transforms.chunk_starts(int(n), chunk_length)
+        for flip in (False, True) if flip_duplicate else (False,):
+            rows.append(np.stack([np.full_like(starts, s), starts, np.full_like(starts, flip)], -1))
+    return np.concatenate(rows).astype(np.int64)
+
+
+class ClipSource:
+    """grain random-access source of clips ``index[i] = (sequence, start, flip)`` of a store."""
+
+    def __init__(self, store: SequenceStore, index: np.ndarray, chunk_length: int):
+        self._store = store
+        self._index = np.asarray(index, np.int64)
+        self._chunk_length = int(chunk_length)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __repr__(self) -> str:
+        # grain checkpoints record this; a restore compares it.
+        return (
+            f"ClipSource(clips={len(self)}, chunk_length={self._chunk_length}, "
+            f"sequences={len(self._store)})"
+        )
+
+    def __getitem__(self, record_key: int) -> dict[str, Any]:
+        s, start, flip = (int(v) for v in self._index[record_key])
+        st = self._store
+        length = int(st.num_frames[s])
+        idx = transforms.frame_indices(start, self._chunk_length, length)
+        raw = np.arange(start, start + self._chunk_length)
+        clip = {
+            "pose_3d": st.pose_3d[s][idx],
+            "pose_2d": st.pose_2d[s][idx],
+            "intrinsics": st.intrinsics[s].copy(),
+            "res_w": st.res_w[s],
+            "res_h": st.res_h[s],
+            "action": st.action[s],
+            "camera_index": st.camera_index[s],
+            "sequence_index": np.int32(s),
+            "start": np.int32(start),
+            "frame_mask": (raw >= 0) & (raw < length),
+            "valid": st.valid[s][idx],
+            "flip": np.bool_(flip),
+        }
+        return clip
+
+
+def count_train_clips(store: SequenceStore, chunk_length: int, flip: str = "duplicate") -> int:
+    """Clips per epoch before sharding (``flip='duplicate'`` doubles them)."""
+    return len(train_chunk_index(store.num_frames, chunk_length, flip == "duplicate"))
+
+
+def _shard_options(shard_index: int | None, shard_count: int | None, drop_remainder: bool):
+    if shard_index is None and shard_count is None:
+        return grain.sharding.ShardByJaxProcess(drop_remainder=drop_remainder)
+    if shard_index is None or shard_count is None or not 0 <= shard_index < shard_count:
+        raise ValueError(
+            f"shard_index/shard_count: got {shard_index}/{shard_count}; give both with "
+            "0 <= shard_index < shard_count, or neither (one shard per JAX process)."
+        )
+    return grain.sharding.ShardOptions(shard_index, shard_count, drop_remainder=drop_remainder)
+
+
+def make_train_loader(
+    store: SequenceStore,
+    *,
+    batch_size: int,
+    chunk_length: int = 243,
+    flip: str = "duplicate",
+    seed: int = 0,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    root_relative: bool = True,
+    normalize_2d: bool = True,
+    single_frame: bool = False,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+    drop_remainder: bool = True,
+    worker_count: int = 0,
+) -> grain.DataLoader:
+    """The grain ``DataLoader`` behind :func:`make_train_iterator` (same arguments)."""
+    if flip not in FLIP_MODES:
+        raise ValueError(f"make_train_loader: flip {flip!r}; expected one of {FLIP_MODES}.")
+    if batch_size < 1:
+        raise ValueError(f"make_train_loader: batch_size must be >= 1; got {batch_size}.")
+    if single_frame:
+        chunk_length = 1
+    index = train_chunk_index(store.num_frames, chunk_length, flip == "duplicate")
+    if shuffle:
+        # A fixed pre-permutation so that every process's contiguous shard is a random
+        # sample of all sequences (grain shards record ranges, then shuffles inside them).
+        index = index[np.random.default_rng([seed, 0x5EED]).permutation(len(index))]
+    source = ClipSource(store, index, chunk_length)
+    ops: list[Any] = []
+    if normalize_2d:
+        ops.append(transforms.NormalizeScreen())
+    if root_relative:
+        ops.append(transforms.RootCenter(root=store.root))
+    if flip != "none" and not normalize_2d:
+        raise ValueError(
+            "make_train_loader: flipping needs normalize_2d=True (it mirrors u -> -u)."
+        )
+    if flip == "random":
+        ops.append(transforms.RandomFlip(skeleton=store.skeleton))
+    else:
+        ops.append(transforms.FlipIfMarked(skeleton=store.skeleton))
+    if single_frame:
+        ops.append(transforms.DropTimeAxis())
+    ops.append(grain.transforms.Batch(batch_size=batch_size, drop_remainder=drop_remainder))
+    sampler = grain.samplers.IndexSampler(
+        num_records=len(source),
+        shard_options=_shard_options(shard_index, shard_count, drop_remainder),
+        shuffle=shuffle,
+        num_epochs=num_epochs,
+        seed=seed,
+    )
+    return grain.DataLoader(
+        data_source=source, sampler=sampler, operations=ops, worker_count=worker_count
+    )
+
+
+def make_train_iterator(
+    dataset: str | SequenceStore,
+    *,
+    batch_size: int,
+    split: str = "train",
+    data_dir: str | None = None,
+    chunk_length: int = 243,
+    flip: str = "duplicate",
+    seed: int = 0,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    root_relative: bool = True,
+    normalize_2d: bool = True,
+    single_frame: bool = False,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+    drop_remainder: bool = True,
+    worker_count: int = 0,
+) -> grain.DataLoaderIterator:
+    """Shuffled batches of training clips; see the module docstring for the batch layout.
+
+    Args:
+      dataset: ``'<name>/<config>'`` of a built dataset, or a :class:`SequenceStore`.
+      batch_size: clips per batch **per process**.
+      split: split to read (ignored for a store).
+      data_dir: TFDS data directory.
+      chunk_length: F; D3DP uses 243 (tests use small F such as 27).
+      flip: ``'duplicate'`` (D3DP: every chunk twice per epoch, once mirrored),
+        ``'random'`` (mirror with probability 1/2, monoMotionDiff) or ``'none'``.
+      seed: fixes shuffling, the pre-permutation and random flips.
+      shuffle: shuffle clips (reshuffled every epoch).
+      num_epochs: None for an endless iterator.
+      root_relative: root-relative 3D plus ``traj`` (D3DP) instead of absolute 3D.
+      normalize_2d: normalised screen coordinates instead of pixels.
+      single_frame: one frame per example, no F axis (DiffPose, monoMotionDiff).
+      shard_index, shard_count: this process's shard; by default one shard per
+        JAX process (``grain.sharding.ShardByJaxProcess``). Shards are disjoint and
+        together cover every clip.
+      drop_remainder: drop the last incomplete batch and the uneven shard tail.
+      worker_count: grain worker processes (0: in the calling process; the store
+        is copied into each worker).
+
+    Returns:
+      A grain ``DataLoaderIterator``: ``next(it)`` gives a batch dict;
+      ``it.get_state()`` / ``it.set_state(state)`` checkpoint and restore it (a
+      restored iterator continues with the batch after the saved one), and orbax
+      can save it with ``grain.checkpoint`` handlers.
+    """
+    store = (
+        dataset
+        if isinstance(dataset, SequenceStore)
+        else load_sequences(dataset, split, data_dir=data_dir)
+    )
+    loader = make_train_loader(
+        store,
+        batch_size=batch_size,
+        chunk_length=chunk_length,
+        flip=flip,
+        seed=seed,
+        shuffle=shuffle,
+        num_epochs=num_epochs,
+        root_relative=root_relative,
+        normalize_2d=normalize_2d,
+        single_frame=single_frame,
+        shard_index=shard_index,
+        shard_count=shard_count,
+        drop_remainder=drop_remainder,
+        worker_count=worker_count,
+    )
+    return iter(loader)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def make_eval_windows(
+    dataset: str | SequenceStore,
+    *,
+    split: str = "test",
+    data_dir: str | None = None,
+    window: int = 243,
+    root_relative: bool = True,
+    normalize_2d: bool = True,
+    shard_index: int = 0,
+    shard_count: int = 1,
+) -> Iterator[dict[str, Any]]:
+    """Every sequence of a split cut into evaluation windows (D3DP ``eval_data_prepare``).
+
+    Sequences come in (subject, action, camera) order; with ``shard_count > 1``
+    this process gets sequences ``shard_index::shard_count``.
+
+    Args:
+      dataset: ``'<name>/<config>'`` or a :class:`SequenceStore`.
+      split: split to read (ignored for a store).
+      data_dir: TFDS data directory.
+      window: F (243 for D3DP; 1 gives every frame on its own, for single-frame models).
+      root_relative: root-relative 3D plus ``traj``, as in training.
+      normalize_2d: normalised screen coordinates, as in training.
+      shard_index, shard_count: which sequences this process evaluates.
+
+    Yields:
+      One dict per sequence, N windows of F frames:
+
+      * ``pose_2d [N, F, J, 2]``, ``pose_3d [N, F, J, 3]``, ``traj [N, F, 1, 3]``
+        (``traj`` only when ``root_relative``);
+      * ``valid [N, F]`` bool (dataset flags), ``activity [N, F]`` int32 (3DHP only);
+      * ``frame_index [N, F]`` source frame of each slot; ``padding [N, F]`` bool;
+      * ``reference_weight [N, F]`` float32 ones: the reference's accounting,
+        ``N * F`` frames per sequence, overlap and padding counted;
+      * ``mask [N, F]`` bool: each real frame exactly once (``mask.sum() == num_frames``),
+        for exact per-frame metrics (AND it with ``valid`` for 3DHP);
+      * ``intrinsics [9]``, ``res_w``, ``res_h``, ``action`` (class index or -1),
+        ``action_name``, ``subject``, ``camera_index``, ``camera_id``, ``num_frames``,
+        ``sequence_index``.
+    """
+    store = (
+        dataset
+        if isinstance(dataset, SequenceStore)
+        else load_sequences(dataset, split, data_dir=data_dir)
+    )
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"make_eval_windows: shard {shard_index} of {shard_count}.")
+    for s in range(shard_index, len(store), shard_count):
+        length = int(store.num_frames[s])
+        win = transforms.eval_windows(length, window)
+        fi = win["frame_index"]
+        out: dict[str, Any] = {
+            "pose_3d": store.pose_3d[s][fi],
+            "pose_2d": store.pose_2d[s][fi],
+            "valid": store.valid[s][fi],
+            **win,
+            "intrinsics": store.intrinsics[s].copy(),
+            "res_w": int(store.res_w[s]),
+            "res_h": int(store.res_h[s]),
+            "action": int(store.action[s]),
+            "action_name": store.action_name[s],
+            "subject": store.subject[s],
+            "camera_index": int(store.camera_index[s]),
+            "camera_id": store.camera_id[s],
+            "num_frames": length,
+            "sequence_index": s,
+        }
+        if store.activity is not None:
+            out["activity"] = store.activity[s][fi]
+        if normalize_2d:
+            out["pose_2d"] = transforms.normalize_2d(out["pose_2d"], out["res_w"], out["res_h"])
+        if root_relative:
+            out["pose_3d"], out["traj"] = transforms.root_center(out["pose_3d"], store.root)
+        yield out

@@ -1,0 +1,257 @@
+"""Preprocessing of pose clips: pure numpy functions and their grain transforms.
+
+The builders store raw sequences (absolute camera-frame 3D in metres, 2D in
+pixels); everything a model needs on top of that happens here, per element,
+so changing it never forces a rebuild:
+
+* windowing: :func:`chunk_starts` / :func:`frame_indices` (D3DP training
+  chunks, REFERENCE.md 1.6) and :func:`eval_windows` (D3DP evaluation windows,
+  with the reference's double-counting weights and an exact de-duplicated mask);
+* :func:`normalize_2d`: pixels -> normalised screen coordinates with each
+  camera's own resolution;
+* :func:`root_center`: joints relative to the root, the root slot set to 0 and
+  the absolute root trajectory kept separately (D3DP's ``traj``);
+* :func:`flip_clip`: mirror u -> -u and x -> -x, swap left/right joints,
+  negate ``cx`` and ``p1`` of the intrinsics.
+
+A "clip" is a dict of numpy arrays; the keys any function reads or writes:
+
+================  ======================  ==================================================
+key               shape / dtype           meaning
+================  ======================  ==================================================
+pose_3d           [F, J, 3] f32           camera frame, metres (absolute, or root-relative
+                                          with root slot 0 after :class:`RootCenter`)
+traj              [F, 1, 3] f32           absolute root position (after :class:`RootCenter`)
+pose_2d           [F, J, 2] f32           pixels, or normalised after :class:`NormalizeScreen`
+intrinsics        [9] f32                 normalised [fx, fy, cx, cy, k1, k2, k3, p1, p2]
+res_w, res_h      [] int32                image size used by :class:`NormalizeScreen`
+flipped           [] bool                 whether the clip is mirrored
+================  ======================  ==================================================
+
+F frames, J joints. Single-frame clips (:class:`DropTimeAxis`) lose the F axis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import grain
+import numpy as np
+
+from data_pipelines import geometry
+from pose_jax import camera as camera_lib
+from pose_jax import skeleton as skeleton_lib
+
+Clip = dict[str, Any]
+
+
+# ----------------------------------------------------------------------------- windows
+
+
+def chunk_starts(length: int, chunk_length: int) -> np.ndarray:
+    """First frames of the training chunks of a sequence (D3DP ``ChunkedGenerator_Seq``).
+
+    ``n = ceil(L / F)`` non-overlapping chunks, the whole run centred on the
+    sequence: the first starts at ``-(n F - L) // 2``, so up to ``F - 1`` frames
+    fall outside and are edge-replicated by :func:`frame_indices`.
+
+    Args:
+      length: sequence length L (>= 1).
+      chunk_length: F (>= 1).
+
+    Returns:
+      ``[n]`` int64 start frames (the first may be negative).
+    """
+    if length < 1 or chunk_length < 1:
+        raise ValueError(
+            f"chunk_starts: need length >= 1 and chunk_length >= 1; got {length}, {chunk_length}."
+        )
+    n = -(-length // chunk_length)
+    offset = (n * chunk_length - length) // 2
+    return np.arange(n, dtype=np.int64) * chunk_length - offset
+
+
+def frame_indices(start: int, chunk_length: int, length: int) -> np.ndarray:
+    """Frame indices ``[F]`` of ``[start, start + F)`` with edge replication outside ``[0, L)``."""
+    return np.clip(np.arange(start, start + chunk_length), 0, length - 1)
+
+
+def eval_windows(length: int, window: int) -> dict[str, np.ndarray]:
+    """Evaluation windows of one sequence (D3DP ``eval_data_prepare``).
+
+    ``n = ceil(L / F)`` windows: ``[i F, (i + 1) F)`` for ``i < n - 1`` and a last
+    window holding the final ``F`` frames, which overlaps the one before unless
+    ``F`` divides ``L``; a sequence shorter than ``F`` is one window, right-padded
+    by repeating its last frame.
+
+    Args:
+      length: sequence length L (>= 1).
+      window: F (>= 1).
+
+    Returns:
+      A dict with
+
+      * ``frame_index``: ``[n, F]`` int64 source frame of every window slot;
+      * ``reference_weight``: ``[n, F]`` float32 ones. The reference averages its
+        errors with weight ``n F`` per sequence: frames in the overlap count twice
+        and replicated padding counts too (L=1000, F=243: 5 windows, 1215 frames);
+      * ``mask``: ``[n, F]`` bool, True exactly once for every real frame
+        (overlaps and padding False), so ``mask.sum() == L``: exact per-frame weights;
+      * ``padding``: ``[n, F]`` bool, True on replicated slots past the end.
+    """
+    if length < 1 or window < 1:
+        raise ValueError(f"eval_windows: need length >= 1 and window >= 1; got {length}, {window}.")
+    n = -(-length // window)
+    starts = np.arange(n, dtype=np.int64) * window
+    starts[-1] = max(length - window, 0)
+    raw = starts[:, None] + np.arange(window)[None, :]
+    padding = raw >= length
+    mask = ~padding
+    # The last window re-covers frames the previous windows already own.
+    mask[-1] &= raw[-1] >= (n - 1) * window
+    return {
+        "frame_index": np.minimum(raw, length - 1),
+        "reference_weight": np.ones((n, window), np.float32),
+        "mask": mask,
+        "padding": padding,
+    }
+
+
+def merge_windows(
+    values: np.ndarray, frame_index: np.ndarray, mask: np.ndarray, length: int
+) -> np.ndarray:
+    """Per-frame values ``[L, ...]`` from per-window values ``[n, F, ...]`` using the exact mask.
+
+    Inverse of windowing: each real frame is taken from the one window slot where
+    ``mask`` is True (see :func:`eval_windows`).
+    """
+    values = np.asarray(values)
+    out = np.zeros((length, *values.shape[2:]), values.dtype)
+    out[frame_index[mask]] = values[mask]
+    return out
+
+
+# ----------------------------------------------------------------------------- per-clip maths
+
+
+def normalize_2d(pose_2d: np.ndarray, res_w: Any, res_h: Any) -> np.ndarray:
+    """Pixels ``[..., 2]`` to normalised screen coordinates ``x / w * 2 - [1, h / w]``."""
+    return np.asarray(
+        camera_lib.normalize_screen_coordinates(np.asarray(pose_2d), int(res_w), int(res_h)),
+        np.float32,
+    )
+
+
+def root_center(pose_3d: np.ndarray, root: int) -> tuple[np.ndarray, np.ndarray]:
+    """Splits absolute poses into root-relative poses and the root trajectory (D3DP).
+
+    Args:
+      pose_3d: ``[..., J, 3]`` absolute camera-frame positions.
+      root: root joint index (0 for Human3.6M, 14 for MPI-INF-3DHP).
+
+    Returns:
+      ``(relative [..., J, 3] with the root slot = 0, traj [..., 1, 3])``.
+    """
+    pose_3d = np.asarray(pose_3d)
+    traj = pose_3d[..., root : root + 1, :].copy()
+    return pose_3d - traj, traj
+
+
+def flip_clip(clip: Clip, skeleton: skeleton_lib.Skeleton | str) -> Clip:
+    """Mirrors a clip horizontally (REFERENCE.md 1.7); applying it twice is the identity.
+
+    ``pose_2d`` must hold normalised coordinates (the mirror is about the image
+    centre u = 0). ``pose_3d`` and ``traj`` have x negated (with left and right
+    joints swapped in ``pose_3d``), ``intrinsics`` get ``cx`` and ``p1`` negated,
+    and ``flipped`` toggles. Missing keys are left alone.
+    """
+    sk = skeleton_lib.get_skeleton(skeleton) if isinstance(skeleton, str) else skeleton
+    out = dict(clip)
+    for key in ("pose_2d", "pose_3d"):
+        if key in out:
+            out[key] = np.asarray(skeleton_lib.flip_pose(np.asarray(out[key]), sk))
+    if "traj" in out:
+        traj = np.array(out["traj"], copy=True)
+        traj[..., 0] *= -1
+        out["traj"] = traj
+    if "intrinsics" in out:
+        out["intrinsics"] = geometry.flip_intrinsics(out["intrinsics"])
+    out["flipped"] = np.logical_not(np.asarray(out.get("flipped", False)))
+    return out
+
+
+# ----------------------------------------------------------------------------- grain transforms
+
+
+@dataclasses.dataclass(frozen=True)
+class NormalizeScreen(grain.transforms.Map):
+    """``pose_2d`` pixels -> normalised screen coordinates with the clip's ``res_w``/``res_h``."""
+
+    def map(self, clip: Clip) -> Clip:
+        out = dict(clip)
+        out["pose_2d"] = normalize_2d(clip["pose_2d"], clip["res_w"], clip["res_h"])
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class RootCenter(grain.transforms.Map):
+    """``pose_3d`` -> root-relative with root slot 0; adds ``traj`` (the absolute root)."""
+
+    root: int = 0
+
+    def map(self, clip: Clip) -> Clip:
+        out = dict(clip)
+        out["pose_3d"], out["traj"] = root_center(clip["pose_3d"], self.root)
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class FlipIfMarked(grain.transforms.Map):
+    """Mirrors clips whose ``flip`` entry is True (D3DP's deterministic flip duplication).
+
+    The ``flip`` request is consumed: it becomes the ``flipped`` state.
+    """
+
+    skeleton: str = "h36m"
+
+    def map(self, clip: Clip) -> Clip:
+        want = bool(clip.get("flip", False))
+        out = {k: v for k, v in clip.items() if k != "flip"}
+        out.setdefault("flipped", np.bool_(False))
+        return flip_clip(out, self.skeleton) if want else out
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomFlip(grain.transforms.RandomMap):
+    """Mirrors each clip with probability ``p`` (monoMotionDiff's train augmentation).
+
+    Deterministic for the loader's seed: grain derives ``rng`` from it per record.
+    """
+
+    skeleton: str = "h36m"
+    p: float = 0.5
+
+    def random_map(self, clip: Clip, rng: np.random.Generator) -> Clip:
+        out = {k: v for k, v in clip.items() if k != "flip"}
+        out.setdefault("flipped", np.bool_(False))
+        return flip_clip(out, self.skeleton) if rng.random() < self.p else out
+
+
+_TIME_KEYS = ("pose_3d", "pose_2d", "traj", "frame_mask", "valid", "frame_index")
+
+
+@dataclasses.dataclass(frozen=True)
+class DropTimeAxis(grain.transforms.Map):
+    """Single-frame clips: removes the length-1 time axis of the per-frame entries."""
+
+    def map(self, clip: Clip) -> Clip:
+        out = dict(clip)
+        for k in _TIME_KEYS:
+            if k in out:
+                if np.shape(out[k])[0] != 1:
+                    raise ValueError(
+                        f"DropTimeAxis: {k!r} has {np.shape(out[k])[0]} frames; expected 1."
+                    )
+                out[k] = np.asarray(out[k])[0]
+        return out
