@@ -1,0 +1,144 @@
+r"""Builds one pose dataset config into a TFDS data directory (array_record, no TensorFlow).
+
+  python -m launch.build_dataset --dataset=h36m_pose --builder_config=cpn_ft_h36m_dbb \
+      --manual_dir=/data/h36m_npz --data_dir=/data/tfds
+  python -m launch.build_dataset --dataset=synthetic_pose --builder_config=tiny --data_dir=/tmp/tfds
+  python -m launch.build_dataset --dataset=h36m_pose --builder_config=gt \
+      --validation_subjects=S8 --manual_dir=... --data_dir=...   # config 'gt_val_S8'
+
+Read it back with ``tfds.data_source('<dataset>/<config>', split=..., data_dir=...)`` or
+``data_pipelines.input_pipeline``. ``--dataset=NAME --info`` prints the configs and
+the manual-download instructions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+
+from absl import app, flags
+
+from data_pipelines import BUILDER_NAMES
+
+_DATASET = flags.DEFINE_enum("dataset", None, list(BUILDER_NAMES), "Dataset to build.")
+_CONFIG = flags.DEFINE_string(
+    "builder_config",
+    None,
+    "Builder config (e.g. gt, cpn_ft_h36m_dbb, ori, tiny); default: the builder's default.",
+)
+_MANUAL_DIR = flags.DEFINE_string(
+    "manual_dir", None, "Directory with the downloaded files (see MANUAL_DOWNLOAD_INSTRUCTIONS)."
+)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory to write into.")
+_VALIDATION = flags.DEFINE_list(
+    "validation_subjects", [], "Training subjects to move into a 'validation' split (e.g. S8)."
+)
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show tqdm progress bars.")
+_INFO = flags.DEFINE_bool("info", False, "Print configs and download instructions, build nothing.")
+
+
+def builder_class(dataset: str):
+    """The ``Builder`` class of one of :data:`data_pipelines.BUILDER_NAMES`."""
+    if dataset == "h36m_pose":
+        from data_pipelines.h36m_pose import h36m_pose_dataset_builder as mod
+    elif dataset == "mpi_inf_3dhp_pose":
+        from data_pipelines.mpi_inf_3dhp_pose import mpi_inf_3dhp_pose_dataset_builder as mod
+    elif dataset == "synthetic_pose":
+        from data_pipelines.synthetic_pose import synthetic_pose_dataset_builder as mod
+    else:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {BUILDER_NAMES}.")
+    return mod.Builder
+
+
+def resolve_config(dataset: str, config: str | None, validation_subjects: Sequence[str] = ()):
+    """A config name, or a derived config object when subjects are held out for validation."""
+    cls = builder_class(dataset)
+    name = config or cls.DEFAULT_CONFIG_NAME
+    known = {c.name: c for c in cls.BUILDER_CONFIGS}
+    if name not in known:
+        raise ValueError(
+            f"{dataset}: unknown builder_config {name!r}; expected one of {sorted(known)}."
+        )
+    if not validation_subjects:
+        return name
+    subjects = tuple(validation_subjects)
+    return dataclasses.replace(
+        known[name],
+        name=f"{name}_val_{'_'.join(subjects)}",
+        validation_subjects=subjects,
+        description=f"{known[name].description or ''} validation split = {', '.join(subjects)}",
+    )
+
+
+def build(
+    dataset: str,
+    builder_config: str | None = None,
+    *,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    validation_subjects: Sequence[str] = (),
+    progress: bool = True,
+):
+    """Builds (or finds already built) one dataset config; returns the TFDS builder.
+
+    Args:
+      dataset: one of :data:`data_pipelines.BUILDER_NAMES`.
+      builder_config: config name; default: the builder's default config.
+      data_dir: TFDS data directory.
+      manual_dir: directory with the input files (unused by ``synthetic_pose``).
+      validation_subjects: training subjects held out as ``validation``.
+      progress: tqdm progress bars.
+    """
+    import tensorflow_datasets as tfds
+
+    cls = builder_class(dataset)
+    config = resolve_config(dataset, builder_config, validation_subjects)
+    tfds.display_progress_bar(progress)
+    builder = cls(config=config, data_dir=data_dir)
+    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+    builder.download_and_prepare(download_config=download_config)
+    return builder
+
+
+def describe(dataset: str) -> str:
+    cls = builder_class(dataset)
+    lines = [f"{dataset} configs (default {cls.DEFAULT_CONFIG_NAME!r}):"]
+    lines += [f"  {c.name}: {c.description}" for c in cls.BUILDER_CONFIGS]
+    lines += ["", "MANUAL_DOWNLOAD_INSTRUCTIONS:", cls.MANUAL_DOWNLOAD_INSTRUCTIONS]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if _DATASET.value is None:
+        raise app.UsageError(f"--dataset is required (one of {', '.join(BUILDER_NAMES)}).")
+    if _INFO.value:
+        print(describe(_DATASET.value))
+        return
+    try:
+        builder = build(
+            _DATASET.value,
+            _CONFIG.value,
+            data_dir=_DATA_DIR.value,
+            manual_dir=_MANUAL_DIR.value,
+            validation_subjects=_VALIDATION.value,
+            progress=_PROGRESS.value,
+        )
+    except (FileNotFoundError, AssertionError) as e:
+        # tfds raises AssertionError when the manual directory itself is missing.
+        print(f"build_dataset: {e}\n\n{describe(_DATASET.value)}", file=sys.stderr)
+        sys.exit(1)
+    info = builder.info
+    print(f"built {info.full_name} in {builder.data_dir}")
+    for split, si in info.splits.items():
+        print(f"  {split}: {si.num_examples} examples")
+    report = info.metadata.get("build_report") if info.metadata is not None else None
+    if report:
+        print("build report:", json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    app.run(main)
