@@ -81,14 +81,14 @@ def test_cli_missing_manual_dir_prints_instructions(tmp_path):
 
 
 def test_resolve_config():
-    from launch import build_dataset
+    from data_pipelines import build as build_lib
 
-    assert build_dataset.resolve_config("h36m_pose", None) == "cpn_ft_h36m_dbb"
-    cfg = build_dataset.resolve_config("mpi_inf_3dhp_pose", "univ", ["S2"])
+    assert build_lib.resolve_config("h36m_pose", None) == "cpn_ft_h36m_dbb"
+    cfg = build_lib.resolve_config("mpi_inf_3dhp_pose", "univ", ["S2"])
     assert (
         cfg.name == "univ_val_S2"
         and cfg.annotation == "univ_annot3"
         and cfg.validation_subjects == ("S2",)
     )
     with pytest.raises(ValueError, match="unknown builder_config"):
-        build_dataset.resolve_config("synthetic_pose", "huge")
+        build_lib.resolve_config("synthetic_pose", "huge")
