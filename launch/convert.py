@@ -1,0 +1,99 @@
+r"""Converts a reference (PyTorch) checkpoint into pose_jax params, saved with orbax.
+
+  python -m launch.convert --model=d3dp --checkpoint=/ckpt/d3dp/best_epoch.bin \
+      --output=/models/d3dp_h36m
+  python -m launch.convert --model=d3dp --checkpoint=tests/fixtures/d3dp_tiny_checkpoint.npz \
+      --output=/tmp/d3dp_tiny
+
+Writes ``OUTPUT/params`` (an orbax StandardSave of the params dict) and
+``OUTPUT/config.json`` (``{'model', 'model_kwargs', 'diffusion', ...}``); build
+the model with ``pose_jax.models.get_model(config['model'], **config['model_kwargs'])``
+and read the params with ``ocp.StandardCheckpointer().restore(OUTPUT / 'params')``.
+``.npz`` inputs need only numpy; PyTorch files need ``pip install pose_jax[torch]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from absl import app, flags, logging
+
+_MODEL = flags.DEFINE_enum("model", None, ["d3dp"], "Reference system the checkpoint comes from.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "PyTorch checkpoint (.bin/.pth) or .npz.")
+_OUTPUT = flags.DEFINE_string("output", None, "Directory to write params/ and config.json into.")
+_NUM_HEADS = flags.DEFINE_integer("num_heads", 8, "Attention heads (not visible in any shape).")
+_KEY = flags.DEFINE_string(
+    "checkpoint_key", None, "Entry holding the state dict; default per model."
+)
+_TRUST = flags.DEFINE_bool(
+    "trust_pickle", False, "Allow full unpickling of the torch file (only for trusted sources)."
+)
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing OUTPUT/params.")
+
+
+def _path(p: str):
+    from etils import epath
+
+    # orbax wants absolute paths; remote paths (gs://...) already are.
+    return epath.Path(p if "://" in p else os.path.abspath(p))
+
+
+def convert(
+    model: str,
+    checkpoint: str,
+    output: str,
+    *,
+    num_heads: int = 8,
+    checkpoint_key: str | None = None,
+    trust_pickle: bool = False,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Loads, converts and saves one checkpoint; returns the config written.
+
+    Raises:
+      ValueError: unknown model, a state dict that does not match, or an existing
+        output without ``overwrite``.
+    """
+    import orbax.checkpoint as ocp
+
+    from pose_jax import convert as convert_lib
+
+    convert_fn, default_key = convert_lib.get_converter(model)
+    key = default_key if checkpoint_key is None else checkpoint_key
+    state_dict = convert_lib.load_checkpoint(checkpoint, key=key, trust_pickle=trust_pickle)
+    params, config = convert_fn(state_dict, num_heads=num_heads)
+    config = {**config, "source_checkpoint": os.fspath(checkpoint)}
+
+    out = _path(output)
+    params_dir = out / "params"
+    if params_dir.exists() and not overwrite:
+        raise ValueError(f"convert: {params_dir} exists; pass --overwrite to replace it.")
+    out.mkdir(parents=True, exist_ok=True)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(params_dir, params, force=overwrite)
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return config
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    config = convert(
+        _MODEL.value,
+        _CHECKPOINT.value,
+        _OUTPUT.value,
+        num_heads=_NUM_HEADS.value,
+        checkpoint_key=_KEY.value,
+        trust_pickle=_TRUST.value,
+        overwrite=_OVERWRITE.value,
+    )
+    logging.info("wrote %s: %s", _OUTPUT.value, json.dumps(config["model_kwargs"]))
+    print(json.dumps(config, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["model", "checkpoint", "output"])
+    app.run(main)
