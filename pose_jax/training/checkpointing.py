@@ -60,7 +60,7 @@ def save(
         "state": ocp.args.StandardSave(_to_savable(state)),
         "config": ocp.args.JsonSave(json.loads(json.dumps(config or {}, default=str))),
     }
-    if data_iter is not None and "data_iter" in manager.item_names:
+    if data_iter is not None:
         import grain
 
         items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
@@ -91,7 +91,7 @@ def restore(
         "state": ocp.args.StandardRestore(abstract),
         "config": ocp.args.JsonRestore(),
     }
-    if data_iter is not None and "data_iter" in manager.item_names:
+    if data_iter is not None:
         import grain
 
         items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)

@@ -1,0 +1,30 @@
+"""Quickstart: a small D3DP trained on the built-in ``synthetic_pose`` data on a CPU.
+
+Switch to any built dataset with ``--config.data.dataset=NAME/CONFIG
+--config.data.data_dir=DIR``. ``:runlocal`` shrinks it further (smoke tests).
+"""
+
+from configs import common
+
+
+def get_config(arg: str | None = None):
+    args = common.parse_arg(arg, runlocal=False)
+    c = common.d3dp_base()
+    c.data.dataset = "synthetic_pose/default"
+    c.data.num_frames = 27
+    c.data.batch_size = 16
+    c.model.name = "d3dp_tiny"
+    c.model.drop_path_rate = 0.0
+    c.optim.lr = 1e-3
+    c.optim.lr_decay = 0.99
+    c.train.num_steps = 1500
+    c.train.log_every_steps = 50
+    c.train.checkpoint_every_steps = 500
+    c.eval.num_hypotheses = 3
+    c.eval.num_iterations = 3
+    c.eval.batch_size = 16
+    c.eval.max_sequences = 0
+    if args.runlocal:
+        common.shrink_for_cpu(c)
+        c.data.dataset = "synthetic_pose/tiny"
+    return c

@@ -1,0 +1,210 @@
+"""Wiring from a config to data, system, training loop and evaluation (importable, testable).
+
+``launch/train.py`` and ``launch/evaluate.py`` only parse flags and call
+:func:`train_and_evaluate` / :func:`evaluate`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from etils import epath
+
+from data_pipelines import input_pipeline
+from pose_jax import diffusion, evaluation, models
+from pose_jax.systems import get_system
+from pose_jax import skeleton
+from pose_jax.training import checkpointing, loop
+
+DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
+
+
+def data_dir(config) -> str:
+    return os.path.expanduser(config.data.data_dir or DEFAULT_DATA_DIR)
+
+
+def ensure_dataset(config) -> None:
+    """Builds the dataset if it is the project's own synthetic one and not built yet.
+
+    Licensed datasets are never built implicitly: they need ``launch.build_dataset``
+    with ``--manual_dir`` first, and loading names the missing files.
+    """
+    name, _, cfg = config.data.dataset.partition("/")
+    if name != "synthetic_pose":
+        return
+    from data_pipelines.build import build  # noqa: PLC0415
+
+    build(name, cfg or None, data_dir=data_dir(config), progress=False)
+
+
+def make_system(config, num_frames: int):
+    """The system (model + diffusion) described by ``config``."""
+    module = models.get_model(
+        config.model.name, num_frames=num_frames, drop_path_rate=config.model.drop_path_rate
+    )
+    schedule = diffusion.make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
+    cls = get_system(config.system)
+    return cls(
+        models.make_model_fns(module),
+        schedule,
+        scale=config.diffusion.scale,
+        clip=config.diffusion.clip,
+        skeleton=input_pipeline.dataset_skeleton(config.data.dataset),
+    )
+
+
+def _mean_pose(store) -> np.ndarray:
+    """Mean root-relative training pose ``[J, 3]`` (the mean-pose baseline)."""
+    total = np.zeros(store.pose_3d[0].shape[1:], np.float64)
+    count = 0
+    for p in store.pose_3d:
+        rel = p - p[:, store.root : store.root + 1]
+        total += rel.sum(axis=0)
+        count += rel.shape[0]
+    return (total / max(count, 1)).astype(np.float32)
+
+
+def train_and_evaluate(config, workdir: str, *, evaluate_after: bool = True) -> dict[str, Any]:
+    """Trains the configured system under ``workdir`` and (optionally) evaluates it.
+
+    Returns:
+      ``{'state': TrainState, 'results': dict | None}``.
+    """
+    workdir = epath.Path(os.path.expanduser(workdir))
+    ensure_dataset(config)
+    store = input_pipeline.load_sequences(
+        config.data.dataset, config.data.train_split, data_dir=data_dir(config)
+    )
+    nproc = jax.process_count()
+    if config.data.batch_size % nproc:
+        raise ValueError(
+            f"config.data.batch_size={config.data.batch_size} (global) must divide by the "
+            f"number of processes ({nproc})."
+        )
+    local_batch = config.data.batch_size // nproc
+    train_iter = input_pipeline.make_train_iterator(
+        store,
+        batch_size=local_batch,
+        chunk_length=config.data.num_frames,
+        flip=config.data.flip,
+        seed=config.train.seed,
+        worker_count=config.data.worker_count,
+    )
+    clips = input_pipeline.count_train_clips(store, config.data.num_frames, config.data.flip)
+    steps_per_epoch = max(1, clips // config.data.batch_size)
+    init_batch = next(
+        input_pipeline.make_train_iterator(
+            store, batch_size=1, chunk_length=config.data.num_frames, flip="none", shuffle=False
+        )
+    )
+    system = make_system(config, config.data.num_frames)
+    if jax.process_index() == 0:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+        (workdir / "mean_pose.npy").write_bytes(_npy_bytes(_mean_pose(store)))
+    state = loop.train(
+        config,
+        workdir,
+        system=system,
+        train_iter=train_iter,
+        steps_per_epoch=steps_per_epoch,
+        init_batch=init_batch,
+    )
+    results = evaluate(config, str(workdir), state=state, system=system) if evaluate_after else None
+    return {"state": state, "results": results}
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    import io  # noqa: PLC0415
+
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def restore_params(config, workdir: epath.Path, system) -> Any:
+    """Latest checkpoint's params (EMA params when ``config.eval.use_ema``)."""
+    manager = checkpointing.make_checkpoint_manager(workdir / "checkpoints", with_data_iterator=False)
+    step = manager.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"evaluate: no checkpoint under {workdir / 'checkpoints'}; train first.")
+    f = config.data.num_frames
+    init_batch = {
+        "pose_3d": np.zeros((1, f, 17, 3), np.float32),
+        "pose_2d": np.zeros((1, f, 17, 2), np.float32),
+    }
+    optimizer, _ = loop.make_optimizer_from_config(config, steps_per_epoch=1)
+    like_fn = loop.make_state_initializer(config, system, init_batch, optimizer)
+    like = jax.jit(like_fn)()
+    state, _ = checkpointing.restore(manager, like, step=step)
+    manager.close()
+    if config.eval.use_ema:
+        if state.ema_params is None:
+            raise ValueError("evaluate: config.eval.use_ema=True but the run kept no EMA params.")
+        return state.ema_params, step
+    return state.params, step
+
+
+def evaluate(config, workdir: str, *, state=None, system=None) -> dict[str, Any]:
+    """Evaluates the latest checkpoint (or ``state``) and writes ``WORKDIR/eval/``."""
+    workdir = epath.Path(os.path.expanduser(workdir))
+    ensure_dataset(config)
+    system = system or make_system(config, config.data.num_frames)
+    if state is not None:
+        params = state.ema_params if config.eval.use_ema else state.params
+        step = int(jax.device_get(state.step))
+    else:
+        params, step = restore_params(config, workdir, system)
+    ecfg = config.eval
+    sampler = system.make_sampler(
+        num_frames=config.data.num_frames,
+        num_hypotheses=ecfg.num_hypotheses,
+        num_iterations=ecfg.num_iterations,
+        eta=ecfg.eta,
+        flip_tta=ecfg.flip_tta,
+    )
+    params = sampler.place_params(params)
+
+    def sample_fn(pose_2d, key):
+        return system.sample_poses(sampler, params, pose_2d, key)
+
+    windows = input_pipeline.make_eval_windows(
+        config.data.dataset,
+        split=config.data.eval_split,
+        data_dir=data_dir(config),
+        window=config.data.num_frames,
+    )
+    mean_pose_path = workdir / "mean_pose.npy"
+    baseline = np.load(mean_pose_path.open("rb")) if mean_pose_path.exists() else None
+    results = evaluation.evaluate_hypotheses(
+        sample_fn,
+        windows,
+        key=jax.random.key(ecfg.seed),
+        batch_size=ecfg.batch_size,
+        mode=ecfg.mode,
+        weighting=ecfg.weighting,
+        root=skeleton.get_skeleton(input_pipeline.dataset_skeleton(config.data.dataset)).root,
+        max_sequences=ecfg.max_sequences,
+        baseline_pose=baseline,
+    )
+    results["protocol"].update(
+        dataset=config.data.dataset,
+        split=config.data.eval_split,
+        checkpoint_step=step,
+        params="ema" if ecfg.use_ema else "raw",
+        flip_tta=bool(ecfg.flip_tta),
+        eta=float(ecfg.eta),
+    )
+    if jax.process_index() == 0:
+        evaluation.write_results(results, workdir / "eval", plots=ecfg.plots)
+        print(evaluation.markdown_table(results))
+        print(f"wrote {workdir / 'eval'}")
+    return {k: v for k, v in results.items() if k != "example"} | {"example": results["example"]}
+
+
+def dump(results: dict) -> str:
+    return json.dumps({k: v for k, v in results.items() if k != "example"}, indent=2)

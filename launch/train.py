@@ -1,0 +1,39 @@
+r"""Trains (and by default evaluates) a pose_jax experiment.
+
+  python -m launch.train --config=configs/quickstart.py --workdir=runs/quickstart
+  python -m launch.train --config=configs/d3dp_h36m.py:keypoints=gt \
+      --config.data.data_dir=/data/tfds --workdir=/runs/d3dp_gt
+
+Any field can be overridden with ``--config.<block>.<field>=value``. A run
+restarted with the same workdir resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, eval).")
+_EVALUATE = flags.DEFINE_bool("evaluate", True, "Evaluate the final parameters after training.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Call jax.distributed.initialize() first (multi-host runs)."
+)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
+    if _DISTRIBUTED.value:
+        import jax
+
+        jax.distributed.initialize()
+    from launch import experiment
+
+    experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value, evaluate_after=_EVALUATE.value)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)

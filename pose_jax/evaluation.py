@@ -1,0 +1,250 @@
+"""Protocol tables from predictions: per action, per iteration k, P1/P2 for every aggregation.
+
+The evaluator consumes evaluation windows (dicts as ``data_pipelines.make_eval_windows``
+yields them; any iterable of such dicts works) and a ``sample_fn`` that maps 2D
+windows to hypotheses, so it is independent of the model family.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from etils import epath
+
+from pose_jax import _checks, metrics
+
+# sample_fn(pose_2d [b, F, J, 2], key) -> poses [b, K, H, F, J, 3] in metres
+SampleFn = Callable[[np.ndarray, jax.Array], Any]
+
+PROTOCOLS = (("mpjpe_mm", False), ("p_mpjpe_mm", True))
+WEIGHTINGS = ("reference", "exact")
+
+
+@dataclasses.dataclass
+class _Accumulator:
+    """Per-action ``(sum, count)`` tables for every (protocol, metric)."""
+
+    tables: dict[tuple[str, str], dict] = dataclasses.field(default_factory=dict)
+
+    def add(self, protocol: str, metric: str, action: str, errors_k: np.ndarray, frames: float):
+        key = (protocol, metric)
+        self.tables[key] = metrics.accumulate_by_action(
+            np.asarray(errors_k, np.float64)[None], [action], counts=[frames],
+            table=self.tables.get(key),
+        )
+
+
+def _window_weights(w: Mapping[str, Any], weighting: str) -> np.ndarray:
+    base = w["reference_weight"] if weighting == "reference" else w["mask"]
+    weights = np.asarray(base, np.float32)
+    if "valid" in w:
+        weights = weights * np.asarray(w["valid"], np.float32)
+    return weights
+
+
+def evaluate_hypotheses(
+    sample_fn: SampleFn,
+    windows: Iterable[Mapping[str, Any]],
+    *,
+    key: jax.Array,
+    batch_size: int = 4,
+    mode: str = "reference",
+    weighting: str = "reference",
+    root: int = 0,
+    max_sequences: int = 0,
+    baseline_pose: np.ndarray | None = None,
+    project_fn: Callable | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Runs ``sample_fn`` over every window and builds the protocol results.
+
+    Args:
+      sample_fn: ``(pose_2d [b, F, J, 2], key) -> [b, K, H, F, J, 3]`` metres.
+      windows: per-sequence dicts with ``pose_2d [N, F, J, 2]``, ``pose_3d [N, F, J, 3]``
+        (root-relative), ``traj [N, F, 1, 3]``, ``intrinsics [9]``, ``action_name``,
+        ``reference_weight [N, F]``, ``mask [N, F]`` and optionally ``valid [N, F]``.
+      key: base PRNG key; sequence ``s``, batch ``i`` uses ``fold_in(fold_in(key, s), i)``.
+      batch_size: clips per ``sample_fn`` call (the reference's ``-b``; P-Best in
+        'reference' mode is chosen once per such batch).
+      mode: 'reference' (D3DP-exact) or 'per_pose' (see ``metrics.multi_hypothesis_errors``).
+      weighting: 'reference' (frames of overlapping/padded windows counted as the
+        reference does) or 'exact' (every frame once).
+      root: root joint index.
+      max_sequences: evaluate only the first ones (0: all).
+      baseline_pose: optional ``[J, 3]`` mean training pose; its MPJPE is reported
+        as ``baseline_mean_pose_mpjpe_mm``.
+      project_fn: projection for JPMA (default ``camera.project_to_2d``).
+      progress: print a line per sequence.
+
+    Returns:
+      A JSON-able dict: ``mpjpe_mm`` / ``p_mpjpe_mm`` map ``j_best``, ``p_best``,
+      ``p_agg``, ``j_agg`` to the action-averaged value at the last iteration;
+      ``per_iteration`` holds every k; ``per_action`` every action; plus
+      ``protocol`` (H, K, mode, weighting, which metrics are oracles) and an
+      ``example`` (one window's hypotheses, for plots; not JSON-written).
+    """
+    fn = "evaluate_hypotheses"
+    _checks.check_choice(fn, "mode", mode, metrics.MODES)
+    _checks.check_choice(fn, "weighting", weighting, WEIGHTINGS)
+    if batch_size < 1:
+        raise ValueError(f"{fn}: batch_size is {batch_size}; expected >= 1.")
+    acc = _Accumulator()
+    baseline: dict = {}
+    example = None
+    num_h = num_k = None
+    n_seq = 0
+    frames_total = 0.0
+    for s, w in enumerate(windows):
+        if max_sequences and s >= max_sequences:
+            break
+        action = metrics.canonical_action(w["action_name"])
+        n = int(np.shape(w["pose_2d"])[0])
+        weights_all = _window_weights(w, weighting)
+        seq_key = jax.random.fold_in(key, s)
+        for i, lo in enumerate(range(0, n, batch_size)):
+            sl = slice(lo, min(lo + batch_size, n))
+            pose_2d = np.asarray(w["pose_2d"][sl], np.float32)
+            gt = np.asarray(w["pose_3d"][sl], np.float32)
+            weights = weights_all[sl]
+            if not weights.any():
+                continue
+            pred = np.asarray(sample_fn(pose_2d, jax.random.fold_in(seq_key, i)), np.float32)
+            want = (pose_2d.shape[0], None, None) + gt.shape[1:]
+            if pred.ndim != 6 or pred.shape[0] != want[0] or pred.shape[3:] != gt.shape[1:]:
+                raise ValueError(
+                    f"{fn}: sample_fn returned shape {pred.shape}; expected [b, K, H, F, J, 3] "
+                    f"with b, F, J, 3 = {want[0]}, {', '.join(map(str, gt.shape[1:]))}."
+                )
+            num_k, num_h = pred.shape[1], pred.shape[2]
+            cam = dict(
+                inputs_2d=pose_2d,
+                traj=np.asarray(w["traj"][sl], np.float32),
+                intrinsics=np.broadcast_to(
+                    np.asarray(w["intrinsics"], np.float32), (pose_2d.shape[0], 9)
+                ),
+                project_fn=project_fn,
+            )
+            for protocol, procrustes in PROTOCOLS:
+                he = metrics.multi_hypothesis_errors(
+                    pred, gt, mode=mode, procrustes=procrustes, root=root, weights=weights, **cam
+                )
+                frames = float(he.num_frames)
+                for metric, err in he.errors.items():
+                    acc.add(protocol, metric, action, np.asarray(err) * 1000.0, frames)
+            frames_total += float(weights.sum())
+            if baseline_pose is not None:
+                base = np.broadcast_to(np.asarray(baseline_pose, np.float32), gt.shape)
+                gt0 = gt.copy()
+                gt0[..., root, :] = 0.0
+                err = float(metrics.mpjpe(base, gt0, weights=weights)) * 1000.0
+                baseline = metrics.accumulate_by_action(
+                    [err], [action], counts=[float(weights.sum())], table=baseline
+                )
+            if example is None:
+                example = {"pred": pred[0], "gt": gt[0], "pose_2d": pose_2d[0], "action": action}
+        n_seq += 1
+        if progress:
+            print(f"  evaluated sequence {s + 1}: {w.get('subject', '')} {w['action_name']}", flush=True)
+    if n_seq == 0 or not acc.tables:
+        raise ValueError(f"{fn}: no evaluation windows with non-zero weight were given.")
+
+    results: dict[str, Any] = {
+        "protocol": {
+            "num_hypotheses": num_h,
+            "num_iterations": num_k,
+            "mode": mode,
+            "weighting": weighting,
+            "batch_size": batch_size,
+            "oracle_metrics": list(metrics.ORACLE_METRICS),
+            "labels": {m: metrics.metric_label(m) for m in metrics.HYPOTHESIS_METRICS},
+        },
+        "num_sequences": n_seq,
+        "num_frames_weighted": frames_total,
+        "per_iteration": {},
+        "per_action": {},
+    }
+    for (protocol, metric), table in sorted(acc.tables.items()):
+        means, avg = metrics.action_means(table)
+        results["per_iteration"].setdefault(protocol, {})[metric] = [float(v) for v in avg]
+        results.setdefault(protocol, {})[metric] = float(avg[-1])
+        for action, vals in means.items():
+            entry = results["per_action"].setdefault(action, {"frames": float(table[action][1])})
+            entry.setdefault(protocol, {})[metric] = [float(v) for v in vals]
+    if baseline:
+        _, avg = metrics.action_means(baseline)
+        results["baseline_mean_pose_mpjpe_mm"] = float(np.asarray(avg).reshape(-1)[0])
+    results["example"] = example
+    return results
+
+
+# -- writing ---------------------------------------------------------------------------
+
+
+def markdown_table(results: Mapping[str, Any]) -> str:
+    """Per-action table at the last iteration (P1 and P2 for each aggregation), then per k."""
+    metric_keys = [m for m in metrics.HYPOTHESIS_METRICS if m in results.get("mpjpe_mm", {})]
+    proto = results["protocol"]
+    head = (
+        f"H = {proto['num_hypotheses']}, K = {proto['num_iterations']}, mode = {proto['mode']}, "
+        f"weighting = {proto['weighting']}; oracle metrics use the ground truth to pick "
+        "hypotheses. Errors in mm."
+    )
+    cols = [f"{metrics.metric_label(m)} {p}" for p in ("P1", "P2") for m in metric_keys]
+    lines = [head, "", "| action | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for action in sorted(results["per_action"]):
+        e = results["per_action"][action]
+        vals = [e[p][m][-1] for p in ("mpjpe_mm", "p_mpjpe_mm") for m in metric_keys]
+        lines.append(f"| {action} | " + " | ".join(f"{v:.1f}" for v in vals) + " |")
+    avg = [results[p][m] for p in ("mpjpe_mm", "p_mpjpe_mm") for m in metric_keys]
+    lines.append("| **Average** | " + " | ".join(f"**{v:.1f}**" for v in avg) + " |")
+    if "baseline_mean_pose_mpjpe_mm" in results:
+        lines += ["", f"Mean-pose baseline MPJPE: {results['baseline_mean_pose_mpjpe_mm']:.1f} mm"]
+    lines += ["", "Action-averaged error at every iteration k:", ""]
+    lines.append("| k | " + " | ".join(cols) + " |")
+    lines.append("|---" * (len(cols) + 1) + "|")
+    for k in range(proto["num_iterations"]):
+        vals = [results["per_iteration"][p][m][k] for p in ("mpjpe_mm", "p_mpjpe_mm") for m in metric_keys]
+        lines.append(f"| {k + 1} | " + " | ".join(f"{v:.1f}" for v in vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(results: Mapping[str, Any]) -> str:
+    """Long-format CSV: action, k, protocol, metric, value_mm (k is 1-based)."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["action", "k", "protocol", "metric", "oracle", "value_mm"])
+    rows = [(a, e) for a, e in sorted(results["per_action"].items())]
+    rows.append(("Average", results["per_iteration"]))
+    for action, e in rows:
+        for protocol in ("mpjpe_mm", "p_mpjpe_mm"):
+            for metric, vals in e[protocol].items():
+                for k, v in enumerate(vals):
+                    w.writerow([action, k + 1, protocol, metric, metric in metrics.ORACLE_METRICS, f"{v:.4f}"])
+    return buf.getvalue()
+
+
+def write_results(results: Mapping[str, Any], outdir: str | epath.Path, *, plots: bool = True) -> list[str]:
+    """Writes ``results.json``, ``results.csv``, ``results.md`` and PNG plots; returns paths."""
+    outdir = epath.Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    data = {k: v for k, v in results.items() if k != "example"}
+    written = []
+    for name, text in (
+        ("results.json", json.dumps(data, indent=2)),
+        ("results.csv", csv_table(results)),
+        ("results.md", markdown_table(results)),
+    ):
+        (outdir / name).write_text(text)
+        written.append(str(outdir / name))
+    if plots:
+        from pose_jax import plotting  # noqa: PLC0415  (matplotlib only when asked)
+
+        written += plotting.write_plots(results, outdir)
+    return written

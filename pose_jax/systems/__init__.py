@@ -1,0 +1,17 @@
+"""Systems: how each model family trains (its loss) and samples (its sampler).
+
+A system turns a config into pure functions; the generic training loop and
+evaluation only see ``loss_fn(params, batch, rng)`` and a sampler.
+"""
+
+from pose_jax.systems.d3dp import D3DPSystem
+
+SYSTEMS = {"d3dp": D3DPSystem}
+
+
+def get_system(name: str):
+    """The system class registered under ``name``."""
+    from pose_jax import _checks
+
+    _checks.check_choice("get_system", "system", name, tuple(SYSTEMS))
+    return SYSTEMS[name]

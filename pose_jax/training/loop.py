@@ -1,0 +1,277 @@
+"""The training loop, read top to bottom: mesh, model + optimizer, shard, restore, loop.
+
+The loop is generic: a *system* supplies ``loss_fn(params, batch, rng)`` and the
+denoiser's ``init_fn``; the caller supplies a checkpointable batch iterator
+(``get_state``/``set_state``, e.g. grain's). Nothing here imports the data
+pipelines, so any iterator of dict batches works.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from etils import epath
+
+from pose_jax import sharding as sharding_lib
+from pose_jax.training import checkpointing, optimizers, train_state, train_step
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when the loss (or gradient norm) becomes NaN or inf."""
+
+
+def _is_main() -> bool:
+    return jax.process_index() == 0
+
+
+class MetricWriter:
+    """JSONL (always) and TensorBoard (when ``tensorboardX`` is installed) on process 0."""
+
+    def __init__(self, workdir: epath.Path, tensorboard: bool = True):
+        self._jsonl = None
+        self._tb = None
+        if not _is_main():
+            return
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._jsonl = (workdir / "metrics.jsonl").open("a")
+        if tensorboard:
+            try:
+                from tensorboardX import SummaryWriter  # noqa: PLC0415
+            except ImportError:
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self._tb = SummaryWriter(str(workdir / "tensorboard"))
+
+    def write(self, step: int, scalars: Mapping[str, float]) -> None:
+        if self._jsonl is None:
+            return
+        self._jsonl.write(json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}}))
+        self._jsonl.write("\n")
+        self._jsonl.flush()
+        if self._tb is not None:
+            for k, v in scalars.items():
+                self._tb.add_scalar(k, float(v), int(step))
+
+    def close(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+class _Preemption:
+    """Turns SIGTERM (what TPU VMs and SLURM send before preempting) into a flag."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.requested = True
+
+    def restore(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _progress(total: int, initial: int):
+    if not _is_main():
+        return None
+    try:
+        from tqdm.auto import tqdm  # noqa: PLC0415
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=1.0)
+
+
+def global_batch(local: Mapping[str, Any], mesh, keys: tuple[str, ...]) -> dict[str, jax.Array]:
+    """Assembles the global batch from this process's rows (``[b_local, ...]`` per key)."""
+    sh = sharding_lib.batch_sharding(mesh)
+    out = {}
+    for k in keys:
+        if k not in local:
+            raise KeyError(f"global_batch: the batch has no key '{k}'; it has {sorted(local)}.")
+        out[k] = jax.make_array_from_process_local_data(sh, np.asarray(local[k]))
+    return out
+
+
+def make_optimizer_from_config(config: Any, steps_per_epoch: int):
+    """``(optimizer, lr_schedule)`` from ``config.optim``."""
+    ocfg = config.optim
+    schedule = optimizers.make_lr_schedule(
+        base_lr=ocfg.lr,
+        steps_per_epoch=steps_per_epoch,
+        kind=ocfg.lr_schedule,
+        decay=ocfg.lr_decay,
+        decay_every_epochs=ocfg.get("decay_every_epochs", 1),
+    )
+    optimizer = optimizers.make_optimizer(
+        name=ocfg.name,
+        lr_schedule=schedule,
+        weight_decay=ocfg.weight_decay,
+        grad_clip_norm=ocfg.get("grad_clip_norm") or None,
+    )
+    return optimizer, schedule
+
+
+def make_state_initializer(
+    config: Any, system: Any, init_batch: Mapping[str, Any], optimizer
+) -> Callable[[], train_state.TrainState]:
+    """A function creating the initial state (jit it with ``out_shardings``).
+
+    Keys: ``(init_key, state_key) = split(key(config.train.seed))``; only the shapes
+    of ``init_batch`` matter (its first row is used).
+    """
+    keys = tuple(config.train.batch_keys)
+    init_key, state_key = jax.random.split(jax.random.key(config.train.seed))
+    ex = {k: jnp.asarray(np.asarray(init_batch[k])[:1]) for k in keys}
+    t0 = jnp.zeros((1,), jnp.int32)
+    cond0 = {k: v for k, v in ex.items() if k != "pose_3d"}
+
+    def init_state():
+        params = system.model.init_fn(init_key, ex["pose_3d"], t0, cond0)
+        return train_state.create_train_state(
+            params, optimizer, state_key, use_ema=bool(config.optim.get("ema_decay"))
+        )
+
+    return init_state
+
+
+def train(
+    config: Any,
+    workdir: str | epath.Path,
+    *,
+    system: Any,
+    train_iter: Iterator[Mapping[str, Any]],
+    steps_per_epoch: int,
+    init_batch: Mapping[str, np.ndarray],
+    eval_fn: Callable[[Any, int], Mapping[str, float]] | None = None,
+) -> train_state.TrainState:
+    """Trains ``system`` and returns the final state (checkpointed under ``workdir``).
+
+    Args:
+      config: ``ml_collections.ConfigDict`` with blocks ``optim``, ``train``, ``mesh``,
+        ``ckpt`` (see ``configs/d3dp_h36m.py``).
+      workdir: run directory (local or ``gs://``): checkpoints, ``metrics.jsonl``.
+      system: provides ``model.init_fn`` and ``loss_fn(params, batch, rng)``.
+      train_iter: iterator of per-process batches (dicts of ``[b, ...]`` arrays);
+        when it has ``get_state``/``set_state`` its position is checkpointed.
+      steps_per_epoch: global updates per epoch (drives the per-epoch lr decay).
+      init_batch: one batch (shapes only matter) to initialise the parameters.
+      eval_fn: optional ``(state, step) -> scalars`` run every
+        ``config.train.eval_every_steps`` and at the end.
+
+    Raises:
+      NonFiniteLossError: the loss or gradient norm became NaN/inf (names the step).
+    """
+    workdir = epath.Path(workdir)
+    tcfg, ocfg = config.train, config.optim
+    keys = tuple(tcfg.batch_keys)
+
+    # -- Mesh -------------------------------------------------------------------
+    mesh = sharding_lib.make_mesh(config.mesh.get("num_devices") or None)
+    rep = sharding_lib.replicated(mesh)
+
+    # -- Model and optimizer ----------------------------------------------------
+    optimizer, schedule = make_optimizer_from_config(config, steps_per_epoch)
+    init_state = make_state_initializer(config, system, init_batch, optimizer)
+    # Parameters are created directly replicated on the mesh.
+    state = jax.jit(init_state, out_shardings=rep)()
+
+    # -- Restore ----------------------------------------------------------------
+    manager = checkpointing.make_checkpoint_manager(
+        workdir / "checkpoints",
+        max_to_keep=config.ckpt.max_to_keep,
+        with_data_iterator=hasattr(train_iter, "get_state"),
+    )
+    restored = checkpointing.restore(
+        manager, state, data_iter=train_iter if hasattr(train_iter, "get_state") else None
+    )
+    if restored is not None:
+        state = restored[0]
+    start = int(jax.device_get(state.step))
+
+    # -- Update step ------------------------------------------------------------
+    step_fn = jax.jit(
+        train_step.make_train_step(
+            system.loss_fn,
+            optimizer,
+            ema_decay=ocfg.get("ema_decay") or None,
+            gradient_mode=ocfg.gradient_mode,
+        ),
+        donate_argnums=(0,),
+    )
+    total = int(tcfg.num_steps) if tcfg.get("num_steps") else int(tcfg.num_epochs * steps_per_epoch)
+    ckpt_cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+
+    def save(step: int) -> None:
+        checkpointing.save(
+            manager,
+            step,
+            state,
+            config=ckpt_cfg,
+            data_iter=train_iter if hasattr(train_iter, "get_state") else None,
+            force=True,
+        )
+
+    # -- Loop -------------------------------------------------------------------
+    writer = MetricWriter(workdir, tensorboard=tcfg.get("tensorboard", True))
+    bar = _progress(total, start)
+    preempt = _Preemption()
+    pending: list[dict] = []
+    tick = time.perf_counter()
+    try:
+        for step in range(start, total):
+            batch = global_batch(next(train_iter), mesh, keys)
+            state, metrics = step_fn(state, batch)
+            pending.append(metrics)
+            done = step + 1
+            if done % tcfg.log_every_steps == 0 or done == total:
+                host = jax.device_get(pending)
+                pending = []
+                for m in host:
+                    bad = [k for k in ("loss", "grad_norm") if not math.isfinite(float(m[k]))]
+                    if bad:
+                        raise NonFiniteLossError(
+                            f"train: non-finite {', '.join(bad)} at step {int(m['step'])} "
+                            f"(loss={float(m['loss'])}, grad_norm={float(m['grad_norm'])}); "
+                            f"last good checkpoint: {manager.latest_step()}."
+                        )
+                last = host[-1]
+                elapsed = time.perf_counter() - tick
+                tick = time.perf_counter()
+                scalars = {k: float(v) for k, v in last.items() if k != "step"}
+                scalars["lr"] = float(schedule(step))
+                scalars["steps_per_sec"] = len(host) / max(elapsed, 1e-9)
+                writer.write(done, scalars)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
+            if bar is not None:
+                bar.update(1)
+            if done % tcfg.checkpoint_every_steps == 0 or done == total or preempt.requested:
+                save(done)
+            if preempt.requested:
+                if _is_main():
+                    print(f"train: SIGTERM received; saved step {done} and stopped.", flush=True)
+                break
+            if eval_fn is not None and tcfg.get("eval_every_steps") and done % tcfg.eval_every_steps == 0:
+                writer.write(done, eval_fn(state, done))
+    finally:
+        if bar is not None:
+            bar.close()
+        preempt.restore()
+        writer.close()
+        manager.close()
+    return state
