@@ -40,7 +40,6 @@ import grain
 import numpy as np
 
 from data_pipelines import geometry
-from pose_jax import camera as camera_lib
 from pose_jax import skeleton as skeleton_lib
 
 Clip = dict[str, Any]
@@ -133,14 +132,35 @@ def merge_windows(
 
 
 # ----------------------------------------------------------------------------- per-clip maths
+#
+# Every function below works on one clip (scalars ``res_w``, ``flip``...) and on a
+# batch of clips (the same keys with a leading ``[B]`` axis) alike, so the input
+# pipeline can batch first and transform whole batches with vectorised numpy.
+
+
+def _expand_to(x: np.ndarray, ndim: int) -> np.ndarray:
+    """``x`` with trailing singleton axes up to ``ndim`` (for per-clip values against arrays)."""
+    x = np.asarray(x)
+    return x.reshape(x.shape + (1,) * (ndim - x.ndim))
 
 
 def normalize_2d(pose_2d: np.ndarray, res_w: Any, res_h: Any) -> np.ndarray:
-    """Pixels ``[..., 2]`` to normalised screen coordinates ``x / w * 2 - [1, h / w]``."""
-    return np.asarray(
-        camera_lib.normalize_screen_coordinates(np.asarray(pose_2d), int(res_w), int(res_h)),
-        np.float32,
-    )
+    """Pixels to normalised screen coordinates ``x / w * 2 - [1, h / w]`` (VideoPose3D).
+
+    Args:
+      pose_2d: ``[..., F, J, 2]`` (or ``[..., J, 2]``) pixels.
+      res_w, res_h: image size, scalars or arrays over the leading clip axes ``[...]``.
+
+    Returns:
+      float32 array like ``pose_2d``; equals ``pose_jax.camera.normalize_screen_coordinates``.
+    """
+    x = np.asarray(pose_2d, np.float32)
+    w = _expand_to(np.asarray(res_w, np.float32), x.ndim - 1)
+    h = _expand_to(np.asarray(res_h, np.float32), x.ndim - 1)
+    out = np.empty_like(x)
+    out[..., 0] = x[..., 0] / w * 2 - 1
+    out[..., 1] = x[..., 1] / w * 2 - h / w
+    return out
 
 
 def root_center(pose_3d: np.ndarray, root: int) -> tuple[np.ndarray, np.ndarray]:
@@ -158,35 +178,60 @@ def root_center(pose_3d: np.ndarray, root: int) -> tuple[np.ndarray, np.ndarray]
     return pose_3d - traj, traj
 
 
-def flip_clip(clip: Clip, skeleton: skeleton_lib.Skeleton | str) -> Clip:
-    """Mirrors a clip horizontally (REFERENCE.md 1.7); applying it twice is the identity.
+def flip_clip(clip: Clip, skeleton: skeleton_lib.Skeleton | str, where: Any = True) -> Clip:
+    """Mirrors clips horizontally (REFERENCE.md 1.7); applying it twice is the identity.
 
     ``pose_2d`` must hold normalised coordinates (the mirror is about the image
-    centre u = 0). ``pose_3d`` and ``traj`` have x negated (with left and right
-    joints swapped in ``pose_3d``), ``intrinsics`` get ``cx`` and ``p1`` negated,
-    and ``flipped`` toggles. Missing keys are left alone.
+    centre u = 0). ``pose_2d`` and ``pose_3d`` have their first coordinate negated
+    and left/right joints swapped (``pose_jax.skeleton.flip_pose``), ``traj`` has x
+    negated, ``intrinsics`` get ``cx`` and ``p1`` negated, and ``flipped`` toggles.
+    Missing keys are left alone.
+
+    Args:
+      clip: one clip, or a batch of clips with a leading axis.
+      skeleton: joint layout (name or :class:`pose_jax.skeleton.Skeleton`).
+      where: bool, or bool ``[B]`` for a batch: which clips to mirror.
+
+    Returns:
+      A new dict; the input is not modified.
     """
     sk = skeleton_lib.get_skeleton(skeleton) if isinstance(skeleton, str) else skeleton
+    where = np.asarray(where, bool)
     out = dict(clip)
+    if not where.any():
+        out["flipped"] = np.asarray(out.get("flipped", np.zeros(where.shape, bool)), bool)
+        return out
+
+    def select(new: np.ndarray, old: np.ndarray) -> np.ndarray:
+        return new if where.all() else np.where(_expand_to(where, new.ndim), new, old)
+
+    perm = sk.flip_permutation
     for key in ("pose_2d", "pose_3d"):
         if key in out:
-            out[key] = np.asarray(skeleton_lib.flip_pose(np.asarray(out[key]), sk))
+            x = np.asarray(out[key])
+            mirrored = x[..., perm, :].copy()
+            mirrored[..., 0] *= -1
+            out[key] = select(mirrored, x)
     if "traj" in out:
-        traj = np.array(out["traj"], copy=True)
-        traj[..., 0] *= -1
-        out["traj"] = traj
+        traj = np.asarray(out["traj"])
+        mirrored = traj.copy()
+        mirrored[..., 0] *= -1
+        out["traj"] = select(mirrored, traj)
     if "intrinsics" in out:
-        out["intrinsics"] = geometry.flip_intrinsics(out["intrinsics"])
-    out["flipped"] = np.logical_not(np.asarray(out.get("flipped", False)))
+        intr = np.asarray(out["intrinsics"])
+        out["intrinsics"] = select(geometry.flip_intrinsics(intr), intr)
+    flipped = np.asarray(out.get("flipped", np.zeros(where.shape, bool)), bool)
+    out["flipped"] = flipped ^ where
     return out
 
 
 # ----------------------------------------------------------------------------- grain transforms
+# All of them accept a single clip or a batch (the input pipeline batches first).
 
 
 @dataclasses.dataclass(frozen=True)
 class NormalizeScreen(grain.transforms.Map):
-    """``pose_2d`` pixels -> normalised screen coordinates with the clip's ``res_w``/``res_h``."""
+    """``pose_2d`` pixels -> normalised screen coordinates with each clip's ``res_w``/``res_h``."""
 
     def map(self, clip: Clip) -> Clip:
         out = dict(clip)
@@ -208,7 +253,7 @@ class RootCenter(grain.transforms.Map):
 
 @dataclasses.dataclass(frozen=True)
 class FlipIfMarked(grain.transforms.Map):
-    """Mirrors clips whose ``flip`` entry is True (D3DP's deterministic flip duplication).
+    """Mirrors the clips whose ``flip`` entry is True (D3DP's deterministic flip duplication).
 
     The ``flip`` request is consumed: it becomes the ``flipped`` state.
     """
@@ -216,17 +261,17 @@ class FlipIfMarked(grain.transforms.Map):
     skeleton: str = "h36m"
 
     def map(self, clip: Clip) -> Clip:
-        want = bool(clip.get("flip", False))
+        want = np.asarray(clip.get("flip", False), bool)
         out = {k: v for k, v in clip.items() if k != "flip"}
-        out.setdefault("flipped", np.bool_(False))
-        return flip_clip(out, self.skeleton) if want else out
+        return flip_clip(out, self.skeleton, where=want)
 
 
 @dataclasses.dataclass(frozen=True)
 class RandomFlip(grain.transforms.RandomMap):
     """Mirrors each clip with probability ``p`` (monoMotionDiff's train augmentation).
 
-    Deterministic for the loader's seed: grain derives ``rng`` from it per record.
+    Deterministic for the loader's seed: grain derives ``rng`` from the seed and
+    the element's position, so a restored iterator draws the same flips.
     """
 
     skeleton: str = "h36m"
@@ -234,8 +279,8 @@ class RandomFlip(grain.transforms.RandomMap):
 
     def random_map(self, clip: Clip, rng: np.random.Generator) -> Clip:
         out = {k: v for k, v in clip.items() if k != "flip"}
-        out.setdefault("flipped", np.bool_(False))
-        return flip_clip(out, self.skeleton) if rng.random() < self.p else out
+        want = rng.random(np.shape(clip["res_w"])) < self.p
+        return flip_clip(out, self.skeleton, where=want)
 
 
 _TIME_KEYS = ("pose_3d", "pose_2d", "traj", "frame_mask", "valid", "frame_index")
@@ -243,15 +288,23 @@ _TIME_KEYS = ("pose_3d", "pose_2d", "traj", "frame_mask", "valid", "frame_index"
 
 @dataclasses.dataclass(frozen=True)
 class DropTimeAxis(grain.transforms.Map):
-    """Single-frame clips: removes the length-1 time axis of the per-frame entries."""
+    """Single-frame clips: removes the length-1 time axis of the per-frame entries.
+
+    Attributes:
+      axis: the time axis: 0 for one clip, 1 for a batch of clips.
+    """
+
+    axis: int = 0
 
     def map(self, clip: Clip) -> Clip:
         out = dict(clip)
         for k in _TIME_KEYS:
             if k in out:
-                if np.shape(out[k])[0] != 1:
+                x = np.asarray(out[k])
+                if x.shape[self.axis] != 1:
                     raise ValueError(
-                        f"DropTimeAxis: {k!r} has {np.shape(out[k])[0]} frames; expected 1."
+                        f"DropTimeAxis: {k!r} has {x.shape[self.axis]} frames on axis "
+                        f"{self.axis}; expected 1."
                     )
-                out[k] = np.asarray(out[k])[0]
+                out[k] = np.squeeze(x, axis=self.axis)
         return out

@@ -137,10 +137,39 @@ def test_process_shards_are_disjoint_and_covering(synthetic_train_store):
         _iterator(st, shard_index=3, shard_count=3)
 
 
-def test_default_sharding_is_per_jax_process(synthetic_train_store):
-    it = input_pipeline.make_train_iterator(synthetic_train_store, batch_size=2, chunk_length=F)
-    assert "ShardByJaxProcess(shard_index=0, shard_count=1" in it.get_state().decode()
-    assert next(it)["pose_3d"].shape == (2, F, 17, 3)
+def test_default_sharding_is_per_jax_process(synthetic_train_store, monkeypatch):
+    import jax
+
+    default = _take(
+        input_pipeline.make_train_iterator(
+            synthetic_train_store, batch_size=2, chunk_length=F, seed=7
+        ),
+        2,
+    )
+    _assert_batches_equal(default, _take(_iterator(synthetic_train_store, batch_size=2), 2))
+    # With 2 processes, process 1 gets the odd batches of the global stream.
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    second = input_pipeline.make_train_iterator(
+        synthetic_train_store, batch_size=2, chunk_length=F, seed=7
+    )
+    all_batches = _take(_iterator(synthetic_train_store, batch_size=2), 4)
+    _assert_batches_equal(_take(second, 2), all_batches[1::2])
+
+
+def test_finite_epochs_give_every_shard_the_same_number_of_batches(synthetic_train_store):
+    lengths = [
+        len(
+            list(
+                _iterator(
+                    synthetic_train_store, batch_size=5, num_epochs=2, shard_index=i, shard_count=3
+                )
+            )
+        )
+        for i in range(3)
+    ]
+    per_epoch = input_pipeline.count_train_clips(synthetic_train_store, F) // 5
+    assert len(set(lengths)) == 1 and sum(lengths) == 2 * per_epoch - (2 * per_epoch) % 3
 
 
 def test_single_frame_batches(synthetic_train_store):
