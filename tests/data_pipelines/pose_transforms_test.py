@@ -146,3 +146,32 @@ def test_drop_time_axis():
     assert out["pose_3d"].shape == (17, 3) and out["frame_mask"].shape == ()
     with pytest.raises(ValueError, match="expected 1"):
         transforms.DropTimeAxis().map({"pose_3d": np.zeros((2, 17, 3))})
+
+
+def test_batched_transforms_equal_per_clip():
+    rng = np.random.default_rng(5)
+    b = 3
+    batch = {
+        "pose_2d": rng.uniform(0, 1000, size=(b, 4, 17, 2)).astype(np.float32),
+        "pose_3d": rng.normal(size=(b, 4, 17, 3)).astype(np.float32),
+        "intrinsics": np.stack([camera_lib.h36m_camera("S1", i).intrinsics() for i in range(b)]),
+        "res_w": np.array([1000, 1000, 1000], np.int32),
+        "res_h": np.array([1002, 1000, 1002], np.int32),
+        "flip": np.array([True, False, True]),
+    }
+    out = transforms.FlipIfMarked("h36m").map(
+        transforms.RootCenter(0).map(transforms.NormalizeScreen().map(batch))
+    )
+    np.testing.assert_array_equal(out["flipped"], batch["flip"])
+    for i in range(b):
+        clip = {k: v[i] for k, v in batch.items()}
+        want_2d = camera_lib.normalize_screen_coordinates(
+            clip["pose_2d"], int(clip["res_w"]), int(clip["res_h"])
+        )
+        rel, traj = transforms.root_center(clip["pose_3d"], 0)
+        want = {"pose_2d": want_2d, "pose_3d": rel, "traj": traj, "intrinsics": clip["intrinsics"]}
+        if clip["flip"]:
+            want = transforms.flip_clip(want, "h36m")
+        for k, v in want.items():
+            if k != "flipped":
+                np.testing.assert_allclose(out[k][i], v, rtol=1e-6, atol=1e-6, err_msg=k)
