@@ -133,6 +133,12 @@ def detector_noise(
     return out.astype(np.float32)
 
 
+def _motion_rng(cfg: SyntheticConfig, subject: str, kind: str, take: int):
+    """``(rng, T)`` of one sequence: its length is the rng's first draw."""
+    rng = _rng(cfg.seed, "motion", common.H36M_SUBJECTS.index(subject), kind, take)
+    return rng, int(rng.integers(cfg.min_frames, cfg.max_frames + 1))
+
+
 def generate_subject(config: SyntheticConfig, subject: str) -> list[dict[str, Any]]:
     """All examples of one subject, as ``(key, example)`` dicts in a fixed order."""
     si = common.H36M_SUBJECTS.index(subject)
@@ -142,8 +148,7 @@ def generate_subject(config: SyntheticConfig, subject: str) -> list[dict[str, An
     out = []
     for kind in config.kinds:
         for take in range(config.takes):
-            rng = _rng(config.seed, "motion", si, kind, take)
-            n = int(rng.integers(config.min_frames, config.max_frames + 1))
+            rng, n = _motion_rng(config, subject, kind, take)
             world = motion.generate(kind, n, bones, rng, centre)
             action = action_name(kind, take)
             for ci, cam in enumerate(cams):
@@ -224,8 +229,7 @@ class Builder(common.PoseBuilder):
             for s in subjects:
                 for kind in cfg.kinds:
                     for take in range(cfg.takes):
-                        rng = _rng(cfg.seed, "motion", common.H36M_SUBJECTS.index(s), kind, take)
-                        n = int(rng.integers(cfg.min_frames, cfg.max_frames + 1))
+                        _, n = _motion_rng(cfg, s, kind, take)
                         lengths[split] += [n] * len(camera_lib.H36M_CAMERA_IDS)
         self._finish_report(report, lengths)
         return {split: self._generate_examples(subjects) for split, subjects in splits.items()}

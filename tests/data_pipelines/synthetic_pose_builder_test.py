@@ -36,6 +36,10 @@ def test_same_features_and_splits_as_h36m(synthetic_tiny, tmp_path):
         }
         for split in ("train", "test")
     }
+    report = builder.info.metadata["build_report"]
+    for split in ("train", "test"):
+        src = tfds.data_source("synthetic_pose/tiny", split=split, data_dir=data_dir)
+        assert report["frames"][split] == sum(int(e["num_frames"]) for e in src)
     assert subjects == {
         "train": set(common.H36M_TRAIN_SUBJECTS),
         "test": set(common.H36M_TEST_SUBJECTS),
