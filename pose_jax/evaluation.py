@@ -244,7 +244,10 @@ def write_results(results: Mapping[str, Any], outdir: str | epath.Path, *, plots
         (outdir / name).write_text(text)
         written.append(str(outdir / name))
     if plots:
-        from pose_jax import plotting  # noqa: PLC0415  (matplotlib only when asked)
+        try:
+            from pose_jax import plotting  # noqa: PLC0415  (matplotlib only when asked)
 
-        written += plotting.write_plots(results, outdir)
+            written += plotting.write_plots(results, outdir)
+        except ImportError as e:
+            print(f"write_results: no plots ({e}); install the 'plot' extra for PNGs.")
     return written
