@@ -16,7 +16,9 @@ def parse_arg(arg: str | None, **defaults):
         key, _, value = part.partition("=")
         key = key.strip()
         if key not in defaults:
-            raise ValueError(f"config argument {key!r} is unknown; expected one of {sorted(defaults)}.")
+            raise ValueError(
+                f"config argument {key!r} is unknown; expected one of {sorted(defaults)}."
+            )
         if not value:
             out[key] = True
             continue
@@ -87,7 +89,9 @@ def d3dp_base() -> ml_collections.ConfigDict:
     c.eval.flip_tta = True
     c.eval.batch_size = 4  # clips per sampler call; P-Best (reference mode) depends on it
     c.eval.mode = "reference"  # or 'per_pose'
-    c.eval.weighting = "reference"  # 'reference' double counts overlaps; 'exact' counts each frame once
+    c.eval.weighting = (
+        "reference"  # 'reference' double counts overlaps; 'exact' counts each frame once
+    )
     c.eval.use_ema = False
     c.eval.seed = 0
     c.eval.max_sequences = 0  # > 0 evaluates only the first sequences (smoke tests)

@@ -15,9 +15,8 @@ import numpy as np
 from etils import epath
 
 from data_pipelines import input_pipeline
-from pose_jax import diffusion, evaluation, models
+from pose_jax import evaluation, skeleton
 from pose_jax.systems import get_system
-from pose_jax import skeleton
 from pose_jax.training import checkpointing, loop
 
 DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
@@ -36,25 +35,15 @@ def ensure_dataset(config) -> None:
     name, _, cfg = config.data.dataset.partition("/")
     if name != "synthetic_pose":
         return
-    from data_pipelines.build import build  # noqa: PLC0415
+    from data_pipelines.build import build
 
     build(name, cfg or None, data_dir=data_dir(config), progress=False)
 
 
-def make_system(config, num_frames: int):
+def make_system(config):
     """The system (model + diffusion) described by ``config``."""
-    module = models.get_model(
-        config.model.name, num_frames=num_frames, drop_path_rate=config.model.drop_path_rate
-    )
-    schedule = diffusion.make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
-    cls = get_system(config.system)
-    return cls(
-        models.make_model_fns(module),
-        schedule,
-        scale=config.diffusion.scale,
-        clip=config.diffusion.clip,
-        skeleton=input_pipeline.dataset_skeleton(config.data.dataset),
-    )
+    skeleton_name = input_pipeline.dataset_skeleton(config.data.dataset)
+    return get_system(config.system).from_config(config, skeleton=skeleton_name)
 
 
 def _mean_pose(store) -> np.ndarray:
@@ -101,7 +90,7 @@ def train_and_evaluate(config, workdir: str, *, evaluate_after: bool = True) -> 
             store, batch_size=1, chunk_length=config.data.num_frames, flip="none", shuffle=False
         )
     )
-    system = make_system(config, config.data.num_frames)
+    system = make_system(config)
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
@@ -119,7 +108,7 @@ def train_and_evaluate(config, workdir: str, *, evaluate_after: bool = True) -> 
 
 
 def _npy_bytes(a: np.ndarray) -> bytes:
-    import io  # noqa: PLC0415
+    import io
 
     buf = io.BytesIO()
     np.save(buf, a)
@@ -128,10 +117,14 @@ def _npy_bytes(a: np.ndarray) -> bytes:
 
 def restore_params(config, workdir: epath.Path, system) -> Any:
     """Latest checkpoint's params (EMA params when ``config.eval.use_ema``)."""
-    manager = checkpointing.make_checkpoint_manager(workdir / "checkpoints", with_data_iterator=False)
+    manager = checkpointing.make_checkpoint_manager(
+        workdir / "checkpoints", with_data_iterator=False
+    )
     step = manager.latest_step()
     if step is None:
-        raise FileNotFoundError(f"evaluate: no checkpoint under {workdir / 'checkpoints'}; train first.")
+        raise FileNotFoundError(
+            f"evaluate: no checkpoint under {workdir / 'checkpoints'}; train first."
+        )
     f = config.data.num_frames
     init_batch = {
         "pose_3d": np.zeros((1, f, 17, 3), np.float32),
@@ -153,7 +146,7 @@ def evaluate(config, workdir: str, *, state=None, system=None) -> dict[str, Any]
     """Evaluates the latest checkpoint (or ``state``) and writes ``WORKDIR/eval/``."""
     workdir = epath.Path(os.path.expanduser(workdir))
     ensure_dataset(config)
-    system = system or make_system(config, config.data.num_frames)
+    system = system or make_system(config)
     if state is not None:
         params = state.ema_params if config.eval.use_ema else state.params
         step = int(jax.device_get(state.step))

@@ -13,7 +13,9 @@ from __future__ import annotations
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file.", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, eval).")
 _EVALUATE = flags.DEFINE_bool("evaluate", True, "Evaluate the final parameters after training.")
 _DISTRIBUTED = flags.DEFINE_bool(

@@ -36,7 +36,9 @@ class _Accumulator:
     def add(self, protocol: str, metric: str, action: str, errors_k: np.ndarray, frames: float):
         key = (protocol, metric)
         self.tables[key] = metrics.accumulate_by_action(
-            np.asarray(errors_k, np.float64)[None], [action], counts=[frames],
+            np.asarray(errors_k, np.float64)[None],
+            [action],
+            counts=[frames],
             table=self.tables.get(key),
         )
 
@@ -116,7 +118,7 @@ def evaluate_hypotheses(
             if not weights.any():
                 continue
             pred = np.asarray(sample_fn(pose_2d, jax.random.fold_in(seq_key, i)), np.float32)
-            want = (pose_2d.shape[0], None, None) + gt.shape[1:]
+            want = (pose_2d.shape[0], None, None, *gt.shape[1:])
             if pred.ndim != 6 or pred.shape[0] != want[0] or pred.shape[3:] != gt.shape[1:]:
                 raise ValueError(
                     f"{fn}: sample_fn returned shape {pred.shape}; expected [b, K, H, F, J, 3] "
@@ -151,7 +153,10 @@ def evaluate_hypotheses(
                 example = {"pred": pred[0], "gt": gt[0], "pose_2d": pose_2d[0], "action": action}
         n_seq += 1
         if progress:
-            print(f"  evaluated sequence {s + 1}: {w.get('subject', '')} {w['action_name']}", flush=True)
+            print(
+                f"  evaluated sequence {s + 1}: {w.get('subject', '')} {w['action_name']}",
+                flush=True,
+            )
     if n_seq == 0 or not acc.tables:
         raise ValueError(f"{fn}: no evaluation windows with non-zero weight were given.")
 
@@ -210,7 +215,11 @@ def markdown_table(results: Mapping[str, Any]) -> str:
     lines.append("| k | " + " | ".join(cols) + " |")
     lines.append("|---" * (len(cols) + 1) + "|")
     for k in range(proto["num_iterations"]):
-        vals = [results["per_iteration"][p][m][k] for p in ("mpjpe_mm", "p_mpjpe_mm") for m in metric_keys]
+        vals = [
+            results["per_iteration"][p][m][k]
+            for p in ("mpjpe_mm", "p_mpjpe_mm")
+            for m in metric_keys
+        ]
         lines.append(f"| {k + 1} | " + " | ".join(f"{v:.1f}" for v in vals) + " |")
     return "\n".join(lines) + "\n"
 
@@ -226,11 +235,22 @@ def csv_table(results: Mapping[str, Any]) -> str:
         for protocol in ("mpjpe_mm", "p_mpjpe_mm"):
             for metric, vals in e[protocol].items():
                 for k, v in enumerate(vals):
-                    w.writerow([action, k + 1, protocol, metric, metric in metrics.ORACLE_METRICS, f"{v:.4f}"])
+                    w.writerow(
+                        [
+                            action,
+                            k + 1,
+                            protocol,
+                            metric,
+                            metric in metrics.ORACLE_METRICS,
+                            f"{v:.4f}",
+                        ]
+                    )
     return buf.getvalue()
 
 
-def write_results(results: Mapping[str, Any], outdir: str | epath.Path, *, plots: bool = True) -> list[str]:
+def write_results(
+    results: Mapping[str, Any], outdir: str | epath.Path, *, plots: bool = True
+) -> list[str]:
     """Writes ``results.json``, ``results.csv``, ``results.md`` and PNG plots; returns paths."""
     outdir = epath.Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -245,7 +265,7 @@ def write_results(results: Mapping[str, Any], outdir: str | epath.Path, *, plots
         written.append(str(outdir / name))
     if plots:
         try:
-            from pose_jax import plotting  # noqa: PLC0415  (matplotlib only when asked)
+            from pose_jax import plotting
 
             written += plotting.write_plots(results, outdir)
         except ImportError as e:

@@ -12,10 +12,10 @@ from pose_jax import metrics, skeleton
 
 
 def _pyplot():
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     return plt
 
@@ -72,7 +72,9 @@ def plot_action_bars(results: Mapping[str, Any], path: epath.Path) -> None:
     plt.close(fig)
 
 
-def plot_hypothesis_spread(example: Mapping[str, Any], path: epath.Path, layout: str = "h36m") -> None:
+def plot_hypothesis_spread(
+    example: Mapping[str, Any], path: epath.Path, layout: str = "h36m"
+) -> None:
     """Per-joint spread (std over hypotheses, mean over frames) at every iteration k."""
     plt = _pyplot()
     sk = skeleton.get_skeleton(layout)

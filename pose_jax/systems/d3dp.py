@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from pose_jax import diffusion
-from pose_jax.models import ModelFns
+from pose_jax.models import ModelFns, get_model, make_model_fns
 
 Array = jax.Array
 
@@ -40,7 +40,28 @@ class D3DPSystem:
     clip: float = 1.1
     skeleton: str = "h36m"
 
+    @classmethod
+    def from_config(cls, config: Any, *, skeleton: str = "h36m") -> D3DPSystem:
+        """Builds the system from a config's ``model``, ``data`` and ``diffusion`` blocks."""
+        module = get_model(
+            config.model.name,
+            num_frames=config.data.num_frames,
+            drop_path_rate=config.model.drop_path_rate,
+        )
+        return cls(
+            make_model_fns(module),
+            diffusion.make_schedule(config.diffusion.schedule, config.diffusion.num_steps),
+            scale=config.diffusion.scale,
+            clip=config.diffusion.clip,
+            skeleton=skeleton,
+        )
+
     # -- training ---------------------------------------------------------------
+
+    def init_params(self, key: Array, batch: Mapping[str, Array]) -> Any:
+        """Initial denoiser parameters; only the shapes of ``batch`` matter."""
+        t0 = jnp.zeros(batch["pose_3d"].shape[:1], jnp.int32)
+        return self.model.init_fn(key, batch["pose_3d"], t0, {"pose_2d": batch["pose_2d"]})
 
     def denoise(self, params: Any, x_t: Array, t: Array, cond: Mapping[str, Array], **kw) -> Array:
         """``x_t`` (in scaled units) -> x0_hat in scaled units, as D3DP's ``model_predictions``."""

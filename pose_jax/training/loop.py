@@ -45,7 +45,7 @@ class MetricWriter:
         self._jsonl = (workdir / "metrics.jsonl").open("a")
         if tensorboard:
             try:
-                from tensorboardX import SummaryWriter  # noqa: PLC0415
+                from tensorboardX import SummaryWriter
             except ImportError:
                 SummaryWriter = None
             if SummaryWriter is not None:
@@ -54,7 +54,9 @@ class MetricWriter:
     def write(self, step: int, scalars: Mapping[str, float]) -> None:
         if self._jsonl is None:
             return
-        self._jsonl.write(json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}}))
+        self._jsonl.write(
+            json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}})
+        )
         self._jsonl.write("\n")
         self._jsonl.flush()
         if self._tb is not None:
@@ -90,7 +92,7 @@ def _progress(total: int, initial: int):
     if not _is_main():
         return None
     try:
-        from tqdm.auto import tqdm  # noqa: PLC0415
+        from tqdm.auto import tqdm
     except ImportError:
         return None
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=1.0)
@@ -136,12 +138,10 @@ def make_state_initializer(
     """
     keys = tuple(config.train.batch_keys)
     init_key, state_key = jax.random.split(jax.random.key(config.train.seed))
-    ex = {k: jnp.asarray(np.asarray(init_batch[k])[:1]) for k in keys}
-    t0 = jnp.zeros((1,), jnp.int32)
-    cond0 = {k: v for k, v in ex.items() if k != "pose_3d"}
+    example = {k: jnp.asarray(np.asarray(init_batch[k])[:1]) for k in keys}
 
     def init_state():
-        params = system.model.init_fn(init_key, ex["pose_3d"], t0, cond0)
+        params = system.init_params(init_key, example)
         return train_state.create_train_state(
             params, optimizer, state_key, use_ema=bool(config.optim.get("ema_decay"))
         )
@@ -165,7 +165,7 @@ def train(
       config: ``ml_collections.ConfigDict`` with blocks ``optim``, ``train``, ``mesh``,
         ``ckpt`` (see ``configs/d3dp_h36m.py``).
       workdir: run directory (local or ``gs://``): checkpoints, ``metrics.jsonl``.
-      system: provides ``model.init_fn`` and ``loss_fn(params, batch, rng)``.
+      system: provides ``init_params(key, batch)`` and ``loss_fn(params, batch, rng)``.
       train_iter: iterator of per-process batches (dicts of ``[b, ...]`` arrays);
         when it has ``get_state``/``set_state`` its position is checkpointed.
       steps_per_epoch: global updates per epoch (drives the per-epoch lr decay).
@@ -266,7 +266,11 @@ def train(
                 if _is_main():
                     print(f"train: SIGTERM received; saved step {done} and stopped.", flush=True)
                 break
-            if eval_fn is not None and tcfg.get("eval_every_steps") and done % tcfg.eval_every_steps == 0:
+            if (
+                eval_fn is not None
+                and tcfg.get("eval_every_steps")
+                and done % tcfg.eval_every_steps == 0
+            ):
                 writer.write(done, eval_fn(state, done))
     finally:
         if bar is not None:
