@@ -48,6 +48,7 @@ def d3dp_base() -> ml_collections.ConfigDict:
     c.data.num_frames = 243
     c.data.batch_size = 4  # clips of 243 frames per step (1024 // 243 in the reference)
     c.data.flip = "duplicate"
+    c.data.single_frame = False  # True: [B, J, ...] batches of single frames (DiffPose)
     c.data.worker_count = 0
 
     c.model = ml_collections.ConfigDict()

@@ -81,13 +81,19 @@ def train_and_evaluate(config, workdir: str, *, evaluate_after: bool = True) -> 
         chunk_length=config.data.num_frames,
         flip=config.data.flip,
         seed=config.train.seed,
+        single_frame=config.data.get("single_frame", False),
         worker_count=config.data.worker_count,
     )
     clips = input_pipeline.count_train_clips(store, config.data.num_frames, config.data.flip)
     steps_per_epoch = max(1, clips // config.data.batch_size)
     init_batch = next(
         input_pipeline.make_train_iterator(
-            store, batch_size=1, chunk_length=config.data.num_frames, flip="none", shuffle=False
+            store,
+            batch_size=1,
+            chunk_length=config.data.num_frames,
+            flip="none",
+            shuffle=False,
+            single_frame=config.data.get("single_frame", False),
         )
     )
     system = make_system(config)
@@ -125,11 +131,7 @@ def restore_params(config, workdir: epath.Path, system) -> Any:
         raise FileNotFoundError(
             f"evaluate: no checkpoint under {workdir / 'checkpoints'}; train first."
         )
-    f = config.data.num_frames
-    init_batch = {
-        "pose_3d": np.zeros((1, f, 17, 3), np.float32),
-        "pose_2d": np.zeros((1, f, 17, 2), np.float32),
-    }
+    init_batch = system.example_batch(config.data.num_frames)
     optimizer, _ = loop.make_optimizer_from_config(config, steps_per_epoch=1)
     like_fn = loop.make_state_initializer(config, system, init_batch, optimizer)
     like = jax.jit(like_fn)()
@@ -153,17 +155,7 @@ def evaluate(config, workdir: str, *, state=None, system=None) -> dict[str, Any]
     else:
         params, step = restore_params(config, workdir, system)
     ecfg = config.eval
-    sampler = system.make_sampler(
-        num_frames=config.data.num_frames,
-        num_hypotheses=ecfg.num_hypotheses,
-        num_iterations=ecfg.num_iterations,
-        eta=ecfg.eta,
-        flip_tta=ecfg.flip_tta,
-    )
-    params = sampler.place_params(params)
-
-    def sample_fn(pose_2d, key):
-        return system.sample_poses(sampler, params, pose_2d, key)
+    sample_fn = system.make_eval_sample_fn(ecfg, params, num_frames=config.data.num_frames)
 
     windows = input_pipeline.make_eval_windows(
         config.data.dataset,

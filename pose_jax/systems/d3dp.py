@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pose_jax import diffusion
 from pose_jax.models import ModelFns, get_model, make_model_fns
@@ -57,6 +58,13 @@ class D3DPSystem:
         )
 
     # -- training ---------------------------------------------------------------
+
+    def example_batch(self, num_frames: int, num_joints: int = 17) -> dict[str, np.ndarray]:
+        """A one-clip batch of zeros with the training batch's shapes (for init/restore)."""
+        return {
+            "pose_3d": np.zeros((1, num_frames, num_joints, 3), np.float32),
+            "pose_2d": np.zeros((1, num_frames, num_joints, 2), np.float32),
+        }
 
     def init_params(self, key: Array, batch: Mapping[str, Array]) -> Any:
         """Initial denoiser parameters; only the shapes of ``batch`` matter."""
@@ -123,6 +131,26 @@ class D3DPSystem:
             skeleton=self.skeleton,
             mesh=mesh,
         )
+
+    def make_eval_sample_fn(self, eval_config: Any, params: Any, *, num_frames: int):
+        """``sample_fn(pose_2d [b, F, J, 2], key) -> [b, K, H, F, J, 3]`` metres, for evaluation.
+
+        Reads ``num_hypotheses``, ``num_iterations``, ``eta`` and ``flip_tta`` from
+        ``eval_config``; ``params`` are placed on the sampler's mesh once.
+        """
+        sampler = self.make_sampler(
+            num_frames=num_frames,
+            num_hypotheses=eval_config.num_hypotheses,
+            num_iterations=eval_config.num_iterations,
+            eta=eval_config.eta,
+            flip_tta=eval_config.flip_tta,
+        )
+        placed = sampler.place_params(params)
+
+        def sample_fn(pose_2d, key):
+            return self.sample_poses(sampler, placed, pose_2d, key)
+
+        return sample_fn
 
     def sample_poses(self, sampler: diffusion.Sampler, params: Any, pose_2d: Array, key: Array):
         """Runs ``sampler`` and returns every iteration's poses ``[B, K, H, F, J, 3]`` in metres."""
