@@ -19,7 +19,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
-from data_pipelines import geometry
+from pose_jax import camera as camera_lib
 
 # The 15 Human3.6M action classes, in the order every reference prints them
 # (REFERENCE.md 1.1). ``ClassLabel`` indices follow this order.
@@ -257,7 +257,7 @@ def h36m_like_example(
       pose_world: ``[T, 17, 3]`` world coordinates, metres.
       pose_2d: ``[T, 17, 2]`` pixels.
     """
-    pose_cam = geometry.world_to_camera(
+    pose_cam = camera_lib.world_to_camera(
         np.asarray(pose_world, np.float32), cam.orientation, cam.translation
     )
     example = {

@@ -39,7 +39,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from data_pipelines import geometry
+from pose_jax import camera as camera_lib
 from pose_jax import skeleton as skeleton_lib
 
 Clip = dict[str, Any]
@@ -219,7 +219,7 @@ def flip_clip(clip: Clip, skeleton: skeleton_lib.Skeleton | str, where: Any = Tr
         out["traj"] = select(mirrored, traj)
     if "intrinsics" in out:
         intr = np.asarray(out["intrinsics"])
-        out["intrinsics"] = select(geometry.flip_intrinsics(intr), intr)
+        out["intrinsics"] = select(camera_lib.flip_intrinsics(intr), intr)
     flipped = np.asarray(out.get("flipped", np.zeros(where.shape, bool)), bool)
     out["flipped"] = flipped ^ where
     return out

@@ -1,10 +1,24 @@
 """Camera geometry of the Human3.6M and MPI-INF-3DHP protocols (REFERENCE.md 1.3).
 
 Quaternion rotation, world <-> camera transforms, screen normalisation and the
-VideoPose3D projection with its (non-textbook) distortion model, all in
-``jax.numpy``: differentiable, jit-able, and broadcasting over any leading
-batch shape. Calibration data ships as package data (``data/h36m_cameras.json``)
-and is returned as immutable :class:`Camera` records holding numpy arrays.
+VideoPose3D projection with its (non-textbook) distortion model, broadcasting
+over any leading batch shape. Calibration data ships as package data
+(``data/h36m_cameras.json``) and is returned as immutable :class:`Camera`
+records holding numpy arrays.
+
+Array module: numpy in, numpy out; jax in, jax out. Every array function here
+computes with ``jax.numpy`` -- differentiable, jit-able, shardable -- as soon as
+one argument is a ``jax.Array`` (tracers included). When no argument is (numpy
+arrays, numpy scalars, Python numbers or lists), it computes with numpy on the
+host and returns numpy, so data preparation never dispatches jax ops (which
+would compile every primitive again for each new sequence length). On that
+numpy path the result has the float dtype of the data argument (``x``,
+``points``, ``v``, ``q`` or ``intrinsics``; for :func:`intrinsics_vector`, numpy
+promotion of its parts): float32 stays float32, float64 stays float64, and the
+camera parameters (quaternions, translations, intrinsics, image sizes) are cast
+to it. Non-float data (integers, Python numbers, lists) computes in float32, as
+jax does by default. Each formula is written once, against the array module
+``xp``.
 
 Conventions: quaternions are ``(w, x, y, z)``; an H36M ``orientation`` rotates
 camera coordinates into world coordinates and ``translation`` is the camera
@@ -19,6 +33,7 @@ import functools
 import importlib.resources
 import json
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 import jax
@@ -37,18 +52,19 @@ _DATA_FILE = "h36m_cameras.json"
 # tangential coefficient change sign (REFERENCE.md 1.3).
 _FLIP_SIGNS = np.array([1, 1, -1, 1, 1, 1, 1, -1, 1], np.float32)
 
+# What the array functions return: numpy for numpy input, jax for jax input.
+Array = np.ndarray | jax.Array
+
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_broadcast(
-    fn: str, names: Sequence[str], shapes: Sequence[tuple[int, ...]]
-) -> None:
+def _check_broadcast(fn: str, names: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> None:
     """Refuses batch shapes that do not broadcast, naming every argument."""
     try:
         np.broadcast_shapes(*shapes)
     except ValueError:
-        seen = ", ".join(f"'{n}' {tuple(s)}" for n, s in zip(names, shapes))
+        seen = ", ".join(f"'{n}' {tuple(s)}" for n, s in zip(names, shapes, strict=True))
         raise ValueError(
             f"{fn}: the batch (leading) dimensions of the arguments do not broadcast; got {seen}."
         ) from None
@@ -60,28 +76,60 @@ def _is_static_number(x: Any) -> bool:
     )
 
 
-def _as_array(x: Any) -> Any:
-    """Keeps numpy and jax arrays (and tracers) as they are; converts the rest with numpy."""
-    if isinstance(x, (np.ndarray, jax.Array)):
-        return x
-    return np.asarray(x, dtype=np.float32)
+def _xp(*args: Any) -> ModuleType:
+    """``jax.numpy`` if any argument is a jax Array or tracer, else ``numpy``."""
+    return jnp if any(isinstance(a, jax.Array) for a in args) else np
 
 
-def _qrot(q: jax.Array, v: jax.Array) -> jax.Array:
+def _np_float(x: Any) -> np.ndarray:
+    """``x`` as a numpy float array: its own float dtype, float32 for anything else."""
+    if isinstance(x, (np.ndarray, np.generic)) and jnp.issubdtype(x.dtype, jnp.floating):
+        return np.asarray(x)
+    return np.asarray(x, np.float32)
+
+
+def _arrays(xp: ModuleType, data: Any, *params: Any) -> tuple[Any, ...]:
+    """Converts the arguments for module ``xp`` (see the module docstring).
+
+    numpy: ``data`` as a float array, ``params`` cast to its dtype. jax: each
+    argument through ``jnp.asarray`` and jax's own dtype promotion, unchanged.
+    """
+    if xp is np:
+        data = _np_float(data)
+        return (data, *(np.asarray(p, data.dtype) for p in params))
+    return (jnp.asarray(data), *(jnp.asarray(p) for p in params))
+
+
+def _qrot(xp: ModuleType, q: Any, v: Any) -> Any:
     u = q[..., 1:]
-    uv = jnp.cross(u, v)
-    uuv = jnp.cross(u, uv)
+    uv = xp.cross(u, v)
+    uuv = xp.cross(u, uv)
     return v + 2 * (q[..., :1] * uv + uuv)
 
 
-def _qinverse(q: jax.Array) -> jax.Array:
-    return jnp.concatenate([q[..., :1], -q[..., 1:]], axis=-1)
+def _qinverse(xp: ModuleType, q: Any) -> Any:
+    return xp.concatenate([q[..., :1], -q[..., 1:]], axis=-1)
+
+
+def _project(xp: ModuleType, x: Any, intrinsics: Any, distortion: bool) -> Any:
+    """VideoPose3D's projection (``distortion``) or its clipped pinhole version."""
+    cam = intrinsics[..., None, :]  # broadcast over J
+    f, c = cam[..., 0:2], cam[..., 2:4]
+    xx = xp.clip(x[..., :2] / x[..., 2:], -1, 1)
+    if not distortion:
+        return f * xx + c
+    k, p = cam[..., 4:7], cam[..., 7:9]
+    r2 = xp.sum(xx**2, axis=-1, keepdims=True)
+    radial = 1 + k[..., 0:1] * r2 + k[..., 1:2] * r2**2 + k[..., 2:3] * r2**3
+    tan = xp.sum(p * xx, axis=-1, keepdims=True)
+    xxx = xx * (radial + tan) + p * r2
+    return f * xxx + c
 
 
 # --------------------------------------------------------------------------- quaternions
 
 
-def qrot(q: Any, v: Any) -> jax.Array:
+def qrot(q: Any, v: Any) -> Array:
     """Rotates vectors by unit quaternions: ``v + 2 (w (u x v) + u x (u x v))``.
 
     Args:
@@ -95,10 +143,12 @@ def qrot(q: Any, v: Any) -> jax.Array:
     sq = _checks.check_trailing("qrot", "q", q, (4,))
     sv = _checks.check_trailing("qrot", "v", v, (3,))
     _check_broadcast("qrot", ("q", "v"), (sq[:-1], sv[:-1]))
-    return _qrot(jnp.asarray(q), jnp.asarray(v))
+    xp = _xp(q, v)
+    v, q = _arrays(xp, v, q)
+    return _qrot(xp, q, v)
 
 
-def qinverse(q: Any) -> jax.Array:
+def qinverse(q: Any) -> Array:
     """Inverts unit quaternions by conjugation: ``(w, -x, -y, -z)``.
 
     Args:
@@ -108,13 +158,22 @@ def qinverse(q: Any) -> jax.Array:
       ``[..., 4]`` inverse quaternions.
     """
     _checks.check_trailing("qinverse", "q", q, (4,))
-    return _qinverse(jnp.asarray(q))
+    xp = _xp(q)
+    (q,) = _arrays(xp, q)
+    return _qinverse(xp, q)
 
 
 # --------------------------------------------------------------------------- extrinsics
 
 
-def world_to_camera(x: Any, orientation: Any, translation: Any) -> jax.Array:
+def _check_extrinsics(fn: str, x: Any, orientation: Any, translation: Any) -> None:
+    sx = _checks.check_trailing(fn, "x", x, (3,))
+    so = _checks.check_trailing(fn, "orientation", orientation, (4,))
+    st = _checks.check_trailing(fn, "translation", translation, (3,))
+    _check_broadcast(fn, ("x", "orientation", "translation"), (sx[:-1], so[:-1], st[:-1]))
+
+
+def world_to_camera(x: Any, orientation: Any, translation: Any) -> Array:
     """Moves world points into a camera frame: ``qrot(q^-1, x - t)``.
 
     Args:
@@ -127,18 +186,13 @@ def world_to_camera(x: Any, orientation: Any, translation: Any) -> jax.Array:
     Returns:
       ``[..., 3]`` points in camera coordinates.
     """
-    fn = "world_to_camera"
-    sx = _checks.check_trailing(fn, "x", x, (3,))
-    so = _checks.check_trailing(fn, "orientation", orientation, (4,))
-    st = _checks.check_trailing(fn, "translation", translation, (3,))
-    _check_broadcast(
-        fn, ("x", "orientation", "translation"), (sx[:-1], so[:-1], st[:-1])
-    )
-    q = _qinverse(jnp.asarray(orientation))
-    return _qrot(q, jnp.asarray(x) - jnp.asarray(translation))
+    _check_extrinsics("world_to_camera", x, orientation, translation)
+    xp = _xp(x, orientation, translation)
+    x, q, t = _arrays(xp, x, orientation, translation)
+    return _qrot(xp, _qinverse(xp, q), x - t)
 
 
-def camera_to_world(x: Any, orientation: Any, translation: Any) -> jax.Array:
+def camera_to_world(x: Any, orientation: Any, translation: Any) -> Array:
     """Moves camera-frame points into world coordinates: ``qrot(q, x) + t``.
 
     Args:
@@ -149,43 +203,37 @@ def camera_to_world(x: Any, orientation: Any, translation: Any) -> jax.Array:
     Returns:
       ``[..., 3]`` points in world coordinates.
     """
-    fn = "camera_to_world"
-    sx = _checks.check_trailing(fn, "x", x, (3,))
-    so = _checks.check_trailing(fn, "orientation", orientation, (4,))
-    st = _checks.check_trailing(fn, "translation", translation, (3,))
-    _check_broadcast(
-        fn, ("x", "orientation", "translation"), (sx[:-1], so[:-1], st[:-1])
-    )
-    return _qrot(jnp.asarray(orientation), jnp.asarray(x)) + jnp.asarray(translation)
+    _check_extrinsics("camera_to_world", x, orientation, translation)
+    xp = _xp(x, orientation, translation)
+    x, q, t = _arrays(xp, x, orientation, translation)
+    return _qrot(xp, q, x) + t
 
 
 # --------------------------------------------------------------------------- screen coordinates
 
 
-def _screen_scale_offset(fn: str, x: Any, w: Any, h: Any):
-    """``(w, [1, h/w])`` as numpy constants for static sizes, else as jax arrays."""
+def _screen_scale_offset(fn: str, xp: ModuleType, x: Any, w: Any, h: Any):
+    """``(w, [1, h/w])``: a Python float and numpy constants for static sizes, else arrays."""
     if _is_static_number(w) and _is_static_number(h):
         if not (w > 0 and h > 0):
-            raise ValueError(
-                f"{fn}: image size must be positive; got w={w!r}, h={h!r}."
-            )
-        dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
+            raise ValueError(f"{fn}: image size must be positive; got w={w!r}, h={h!r}.")
+        dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else np.float64
         return float(w), np.asarray([1.0, float(h) / float(w)], dtype=dtype)
     # Per-sample sizes: [...] arrays broadcasting against x[..., 0].
-    wa = jnp.asarray(w)[..., None]
-    ha = jnp.asarray(h)[..., None]
+    _, wa, ha = _arrays(xp, x, w, h)
+    wa, ha = wa[..., None], ha[..., None]
     ratio = ha / wa
-    return wa, jnp.concatenate([jnp.ones_like(ratio), ratio], axis=-1)
+    return wa, xp.concatenate([xp.ones_like(ratio), ratio], axis=-1)
 
 
-def normalize_screen_coordinates(x: Any, w: Any, h: Any) -> Any:
+def normalize_screen_coordinates(x: Any, w: Any, h: Any) -> Array:
     """Maps pixels to normalised screen coordinates: ``x / w * 2 - [1, h / w]``.
 
     ``u`` in ``[0, w]`` goes to ``[-1, 1]``; ``v`` keeps the aspect ratio
     (``[0, h]`` goes to ``[-h/w, h/w]``).
 
     Args:
-      x: ``[..., 2]`` pixel coordinates (numpy in, numpy out; jax in, jax out).
+      x: ``[..., 2]`` pixel coordinates.
       w: image width in pixels: a number, or an array broadcasting against ``x[..., 0]``.
       h: image height in pixels, like ``w``.
 
@@ -194,16 +242,17 @@ def normalize_screen_coordinates(x: Any, w: Any, h: Any) -> Any:
     """
     fn = "normalize_screen_coordinates"
     _checks.check_trailing(fn, "x", x, (2,))
-    x = _as_array(x)
-    scale, offset = _screen_scale_offset(fn, x, w, h)
+    xp = _xp(x, w, h)
+    (x,) = _arrays(xp, x)
+    scale, offset = _screen_scale_offset(fn, xp, x, w, h)
     return x / scale * 2 - offset
 
 
-def image_coordinates(x: Any, w: Any, h: Any) -> Any:
+def image_coordinates(x: Any, w: Any, h: Any) -> Array:
     """Maps normalised screen coordinates back to pixels: ``(x + [1, h / w]) * w / 2``.
 
     Args:
-      x: ``[..., 2]`` normalised coordinates (numpy in, numpy out; jax in, jax out).
+      x: ``[..., 2]`` normalised coordinates.
       w: image width in pixels: a number, or an array broadcasting against ``x[..., 0]``.
       h: image height in pixels, like ``w``.
 
@@ -212,8 +261,9 @@ def image_coordinates(x: Any, w: Any, h: Any) -> Any:
     """
     fn = "image_coordinates"
     _checks.check_trailing(fn, "x", x, (2,))
-    x = _as_array(x)
-    scale, offset = _screen_scale_offset(fn, x, w, h)
+    xp = _xp(x, w, h)
+    (x,) = _arrays(xp, x)
+    scale, offset = _screen_scale_offset(fn, xp, x, w, h)
     return (x + offset) * scale / 2
 
 
@@ -233,7 +283,7 @@ def _check_projection_args(fn: str, points: Any, intrinsics: Any) -> None:
         ) from None
 
 
-def project_to_2d(points: Any, intrinsics: Any) -> jax.Array:
+def project_to_2d(points: Any, intrinsics: Any) -> Array:
     """Projects camera-frame points with the VideoPose3D Human3.6M distortion model.
 
     Exactly VideoPose3D's ``project_to_2d``: with ``XX = clip(X_xy / Z, -1, 1)``,
@@ -256,18 +306,12 @@ def project_to_2d(points: Any, intrinsics: Any) -> jax.Array:
       ``[..., J, 2]`` image coordinates.
     """
     _check_projection_args("project_to_2d", points, intrinsics)
-    x = jnp.asarray(points)
-    cam = jnp.asarray(intrinsics)[..., None, :]  # broadcast over J
-    f, c, k, p = cam[..., 0:2], cam[..., 2:4], cam[..., 4:7], cam[..., 7:9]
-    xx = jnp.clip(x[..., :2] / x[..., 2:], -1, 1)
-    r2 = jnp.sum(xx**2, axis=-1, keepdims=True)
-    radial = 1 + k[..., 0:1] * r2 + k[..., 1:2] * r2**2 + k[..., 2:3] * r2**3
-    tan = jnp.sum(p * xx, axis=-1, keepdims=True)
-    xxx = xx * (radial + tan) + p * r2
-    return f * xxx + c
+    xp = _xp(points, intrinsics)
+    x, cam = _arrays(xp, points, intrinsics)
+    return _project(xp, x, cam, distortion=True)
 
 
-def project_to_2d_linear(points: Any, intrinsics: Any) -> jax.Array:
+def project_to_2d_linear(points: Any, intrinsics: Any) -> Array:
     """Projects camera-frame points with the pinhole model: ``f * clip(X_xy / Z, -1, 1) + c``.
 
     Like VideoPose3D's ``project_to_2d_linear``, this clips the image-plane
@@ -282,13 +326,12 @@ def project_to_2d_linear(points: Any, intrinsics: Any) -> jax.Array:
       ``[..., J, 2]`` image coordinates.
     """
     _check_projection_args("project_to_2d_linear", points, intrinsics)
-    x = jnp.asarray(points)
-    cam = jnp.asarray(intrinsics)[..., None, :]
-    xx = jnp.clip(x[..., :2] / x[..., 2:], -1, 1)
-    return cam[..., 0:2] * xx + cam[..., 2:4]
+    xp = _xp(points, intrinsics)
+    x, cam = _arrays(xp, points, intrinsics)
+    return _project(xp, x, cam, distortion=False)
 
 
-def flip_intrinsics(intrinsics: Any) -> jax.Array:
+def flip_intrinsics(intrinsics: Any) -> Array:
     """Intrinsics of the horizontally mirrored camera: negates ``cx`` and ``p1``.
 
     Pairs with :func:`pose_jax.skeleton.flip_pose` on normalised coordinates.
@@ -300,13 +343,13 @@ def flip_intrinsics(intrinsics: Any) -> jax.Array:
       ``[..., 9]`` flipped vectors; applying the function twice is the identity.
     """
     _checks.check_trailing("flip_intrinsics", "intrinsics", intrinsics, (9,))
-    x = jnp.asarray(intrinsics)
+    (x,) = _arrays(_xp(intrinsics), intrinsics)
     return x * _FLIP_SIGNS.astype(x.dtype)
 
 
 def intrinsics_vector(
     focal_length: Any, center: Any, radial: Any = None, tangential: Any = None
-) -> jax.Array:
+) -> Array:
     """Stacks camera parameters into ``[fx, fy, cx, cy, k1, k2, k3, p1, p2]``.
 
     Args:
@@ -317,7 +360,7 @@ def intrinsics_vector(
         Leading dimensions of all four broadcast.
 
     Returns:
-      ``[..., 9]`` intrinsic vectors.
+      ``[..., 9]`` intrinsic vectors, in the promoted float dtype of the parts.
     """
     fn = "intrinsics_vector"
     parts = {
@@ -333,17 +376,20 @@ def intrinsics_vector(
             shapes[name] = _checks.check_trailing(fn, name, value, (sizes[name],))[:-1]
     _check_broadcast(fn, tuple(shapes), tuple(shapes.values()))
     batch = np.broadcast_shapes(*shapes.values())
-    dtype = jnp.result_type(*(jnp.asarray(v) for v in parts.values() if v is not None))
+    given = [v for v in parts.values() if v is not None]
+    xp = _xp(*given)
+    # numpy: lists and numbers count as float32, as under jax.
+    dtype = xp.result_type(*(_np_float(v) if xp is np else jnp.asarray(v) for v in given))
     if not jnp.issubdtype(dtype, jnp.floating):
-        dtype = jnp.float32
+        dtype = np.float32
     arrays = [
-        jnp.broadcast_to(
-            jnp.zeros((sizes[n],), dtype) if v is None else jnp.asarray(v, dtype),
+        xp.broadcast_to(
+            xp.zeros((sizes[n],), dtype) if v is None else xp.asarray(v, dtype),
             (*batch, sizes[n]),
         )
         for n, v in parts.items()
     ]
-    return jnp.concatenate(arrays, axis=-1)
+    return xp.concatenate(arrays, axis=-1)
 
 
 # --------------------------------------------------------------------------- calibration records
@@ -352,9 +398,7 @@ def intrinsics_vector(
 def _frozen_vector(fn: str, name: str, value: Any, size: int) -> np.ndarray:
     arr = np.array(value, dtype=np.float64)  # a private copy, so freezing it is safe
     if arr.shape != (size,):
-        raise ValueError(
-            f"{fn}: argument '{name}' has shape {arr.shape}; expected ({size},)."
-        )
+        raise ValueError(f"{fn}: argument '{name}' has shape {arr.shape}; expected ({size},).")
     _checks.check_finite(fn, name, arr)
     arr.setflags(write=False)
     return arr
@@ -393,21 +437,13 @@ class Camera:
         fn = "Camera"
         for name in ("res_w", "res_h"):
             value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, np.integer))
-                or value <= 0
-            ):
-                raise ValueError(
-                    f"{fn}: argument '{name}' is {value!r}; expected a positive int."
-                )
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"{fn}: argument '{name}' is {value!r}; expected a positive int.")
             object.__setattr__(self, name, int(value))
         object.__setattr__(self, "id", str(self.id))
         sizes = {"focal_length": 2, "center": 2, "radial": 3, "tangential": 2}
         for name, size in sizes.items():
-            object.__setattr__(
-                self, name, _frozen_vector(fn, name, getattr(self, name), size)
-            )
+            object.__setattr__(self, name, _frozen_vector(fn, name, getattr(self, name), size))
         if (self.orientation is None) != (self.translation is None):
             raise ValueError(
                 f"{fn}: 'orientation' and 'translation' must both be given or both be None; "
@@ -432,9 +468,7 @@ class Camera:
         """Whether ``orientation`` and ``translation`` are known."""
         return self.orientation is not None
 
-    def intrinsics(
-        self, normalized: bool = True, dtype: Any = np.float32
-    ) -> np.ndarray:
+    def intrinsics(self, normalized: bool = True, dtype: Any = np.float32) -> np.ndarray:
         """The 9-vector ``[fx, fy, cx, cy, k1, k2, k3, p1, p2]`` of this camera.
 
         Args:
@@ -455,9 +489,8 @@ class Camera:
     def _key(self) -> tuple:
         arrays = (self.focal_length, self.center, self.radial, self.tangential)
         arrays += (self.orientation, self.translation)
-        return (self.id, self.res_w, self.res_h, self.azimuth) + tuple(
-            None if a is None else tuple(a.tolist()) for a in arrays
-        )
+        lists = (None if a is None else tuple(a.tolist()) for a in arrays)
+        return (self.id, self.res_w, self.res_h, self.azimuth, *lists)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Camera):
@@ -471,11 +504,7 @@ class Camera:
 @functools.cache
 def _calibration_table() -> dict:
     # Immutable package data, read once per process.
-    text = (
-        importlib.resources.files("pose_jax")
-        .joinpath("data", _DATA_FILE)
-        .read_text("utf-8")
-    )
+    text = importlib.resources.files("pose_jax").joinpath("data", _DATA_FILE).read_text("utf-8")
     return json.loads(text)
 
 
@@ -498,9 +527,7 @@ def _h36m_table() -> dict[str, tuple[Camera, ...]]:
                     tangential=intr["tangential_distortion"],
                     orientation=None if extr is None else extr["orientation_wxyz"],
                     # Published in millimetres; the H36M pipeline works in metres.
-                    translation=None
-                    if extr is None
-                    else np.asarray(extr["translation_mm"]) / 1000,
+                    translation=None if extr is None else np.asarray(extr["translation_mm"]) / 1000,
                     azimuth=intr["azimuth_deg"],
                 )
             )
@@ -545,9 +572,7 @@ def h36m_camera(subject: str, index: int | str) -> Camera:
             f"0..3 or a camera id in {H36M_CAMERA_IDS}."
         )
     else:
-        _checks.check_choice(
-            fn, "camera index", int(index), tuple(range(len(H36M_CAMERA_IDS)))
-        )
+        _checks.check_choice(fn, "camera index", int(index), tuple(range(len(H36M_CAMERA_IDS))))
     return _h36m_table()[subject][int(index)]
 
 
@@ -567,9 +592,7 @@ def mpi_inf_3dhp_test_camera(seq: str) -> Camera:
     Returns:
       The :class:`Camera` (TS1-TS4: 2048x2048, TS5-TS6: 1920x1080).
     """
-    _checks.check_choice(
-        "mpi_inf_3dhp_test_camera", "sequence", seq, MPI_INF_3DHP_TEST_SEQUENCES
-    )
+    _checks.check_choice("mpi_inf_3dhp_test_camera", "sequence", seq, MPI_INF_3DHP_TEST_SEQUENCES)
     entry = _calibration_table()["mpi_inf_3dhp_test"]["sequences"][seq]
     size = np.array([entry["res_w"], entry["res_h"]], np.float64)
     px_per_mm = size / np.asarray(entry["sensor_mm"], np.float64)
@@ -597,13 +620,11 @@ def mpi_inf_3dhp_test_uses_linear_projection(seq: str) -> bool:
     """
     fn = "mpi_inf_3dhp_test_uses_linear_projection"
     _checks.check_choice(fn, "sequence", seq, MPI_INF_3DHP_TEST_SEQUENCES)
-    projection = _calibration_table()["mpi_inf_3dhp_test"]["sequences"][seq][
-        "projection"
-    ]
+    projection = _calibration_table()["mpi_inf_3dhp_test"]["sequences"][seq]["projection"]
     return projection == "project_to_2d_linear"
 
 
-def mpi_inf_3dhp_test_projection(seq: str) -> Callable[[Any, Any], jax.Array]:
+def mpi_inf_3dhp_test_projection(seq: str) -> Callable[[Any, Any], Array]:
     """The projection function the reference uses for a 3DHP test sequence.
 
     Args:

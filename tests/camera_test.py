@@ -22,7 +22,7 @@ ATOL = 1e-5
 
 def np_qrot(q, v):
     q, v = np.asarray(q, np.float64), np.asarray(v, np.float64)
-    q = np.broadcast_to(q, np.broadcast_shapes(q.shape[:-1], v.shape[:-1]) + (4,))
+    q = np.broadcast_to(q, (*np.broadcast_shapes(q.shape[:-1], v.shape[:-1]), 4))
     w, u = q[..., :1], q[..., 1:]
     uv = np.cross(u, v)
     return v + 2 * (w * uv + np.cross(u, uv))
@@ -107,9 +107,7 @@ def test_qrot_by_unit_quaternion_preserves_norms_and_dot_products(rng):
     a = rng.normal(size=(64, 3)).astype(np.float32)
     b = rng.normal(size=(64, 3)).astype(np.float32)
     ra, rb = camera.qrot(q, a), camera.qrot(q, b)
-    np.testing.assert_allclose(
-        np.linalg.norm(ra, axis=-1), np.linalg.norm(a, axis=-1), rtol=RTOL
-    )
+    np.testing.assert_allclose(np.linalg.norm(ra, axis=-1), np.linalg.norm(a, axis=-1), rtol=RTOL)
     np.testing.assert_allclose(
         np.sum(np.asarray(ra) * np.asarray(rb), -1),
         np.sum(a * b, -1),
@@ -131,9 +129,7 @@ def test_qrot_identity_and_known_rotation():
     np.testing.assert_allclose(camera.qrot(np.array([1.0, 0, 0, 0]), v), v)
     # 90 degrees about z: x -> y.
     qz = np.array([np.cos(np.pi / 4), 0, 0, np.sin(np.pi / 4)], np.float32)
-    np.testing.assert_allclose(
-        camera.qrot(qz, np.array([1.0, 0, 0])), [0.0, 1.0, 0.0], atol=1e-6
-    )
+    np.testing.assert_allclose(camera.qrot(qz, np.array([1.0, 0, 0])), [0.0, 1.0, 0.0], atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- extrinsics
@@ -196,9 +192,7 @@ def test_normalize_screen_coordinates_matches_formula(rng):
     out = camera.normalize_screen_coordinates(x, 1000, 1002)
     want = x.astype(np.float64) / 1000 * 2 - [1, 1002 / 1000]
     np.testing.assert_allclose(out, want, rtol=RTOL, atol=ATOL)
-    assert (
-        isinstance(out, np.ndarray) and out.dtype == np.float32
-    )  # numpy in, numpy out
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32  # numpy in, numpy out
     corners = camera.normalize_screen_coordinates(
         np.array([[0.0, 0.0], [1000.0, 1002.0]]), 1000, 1002
     )
@@ -216,7 +210,7 @@ def test_image_coordinates_inverts_normalize(rng):
         back = camera.image_coordinates(norm, w, h)
         np.testing.assert_allclose(back, x, rtol=RTOL, atol=1e-3)
         np.testing.assert_allclose(
-            back, (np.asarray(norm, np.float64) + [1, h / w]) * w / 2, rtol=RTOL
+            back, (np.asarray(norm, np.float64) + np.array([1, h / w])) * w / 2, rtol=RTOL
         )
 
 
@@ -275,9 +269,7 @@ def test_intrinsics_match_the_videopose3d_loader_formula():
 def test_h36m_tables():
     assert camera.H36M_CAMERA_IDS == ("54138969", "55011271", "58860488", "60457274")
     raw = json.loads(
-        (
-            importlib.resources.files("pose_jax") / "data" / "h36m_cameras.json"
-        ).read_text()
+        (importlib.resources.files("pose_jax") / "data" / "h36m_cameras.json").read_text()
     )
     assert tuple(raw["h36m"]["camera_ids"]) == camera.H36M_CAMERA_IDS
     assert tuple(raw["h36m"]["extrinsics"]) == camera.H36M_SUBJECTS
@@ -363,28 +355,22 @@ def test_mpi_inf_3dhp_test_cameras(seq, f, c, size, linear):
     )
     m = np.array(size) / np.array(sensor)
     np.testing.assert_allclose(cam.focal_length, f_mm * m, rtol=1e-12)
-    np.testing.assert_allclose(
-        cam.center, np.array(c_mm) * m + np.array(size) / 2, rtol=1e-12
-    )
+    np.testing.assert_allclose(cam.center, np.array(c_mm) * m + np.array(size) / 2, rtol=1e-12)
     assert camera.mpi_inf_3dhp_test_uses_linear_projection(seq) is linear
     fn = camera.mpi_inf_3dhp_test_projection(seq)
     assert fn is (camera.project_to_2d_linear if linear else camera.project_to_2d)
 
 
 def test_camera_lookup_errors():
-    with pytest.raises(
-        ValueError, match=r"h36m_cameras: unknown subject 'S10'.*'S1'.*'S11'"
-    ):
+    with pytest.raises(ValueError, match=r"h36m_cameras: unknown subject 'S10'.*'S1'.*'S11'"):
         camera.h36m_cameras("S10")
     with pytest.raises(ValueError, match=r"h36m_camera: unknown subject 'S12'"):
         camera.h36m_camera("S12", 0)
-    with pytest.raises(
-        ValueError, match=r"h36m_camera: unknown camera index 4; .*0, 1, 2, 3"
-    ):
+    with pytest.raises(ValueError, match=r"h36m_camera: unknown camera index 4; .*0, 1, 2, 3"):
         camera.h36m_camera("S1", 4)
     with pytest.raises(ValueError, match=r"unknown camera id '123'.*'54138969'"):
         camera.h36m_camera("S1", "123")
-    with pytest.raises(TypeError, match="camera index 1.0"):
+    with pytest.raises(TypeError, match=r"camera index 1\.0"):
         camera.h36m_camera("S1", 1.0)
     with pytest.raises(
         ValueError, match=r"mpi_inf_3dhp_test_camera: unknown sequence 'TS7'.*'TS1'"
@@ -402,9 +388,7 @@ def test_project_to_2d_matches_numpy(rng):
     chex.assert_shape(out, (8, 17, 2))
     np.testing.assert_allclose(out, np_project(points, intr), rtol=RTOL, atol=ATOL)
     lin = camera.project_to_2d_linear(points, intr)
-    np.testing.assert_allclose(
-        lin, np_project(points, intr, linear=True), rtol=RTOL, atol=ATOL
-    )
+    np.testing.assert_allclose(lin, np_project(points, intr, linear=True), rtol=RTOL, atol=ATOL)
 
 
 def test_project_to_2d_on_real_cameras_matches_numpy(rng):
@@ -441,17 +425,11 @@ def test_projection_clamps_at_45_degrees():
     ):
         np.testing.assert_allclose(fn(beyond, k), fn(inside_edge, k), rtol=1e-6)
         np.testing.assert_allclose(fn(far_beyond, k), fn(corner, k), rtol=1e-6)
-        np.testing.assert_allclose(
-            fn(beyond, k), np_project(beyond, k, linear), rtol=RTOL
-        )
+        np.testing.assert_allclose(fn(beyond, k), np_project(beyond, k, linear), rtol=RTOL)
     # The unclipped pinhole value would be f * 3 + c = 6.1; the clip gives f * 1 + c.
-    np.testing.assert_allclose(
-        camera.project_to_2d_linear(beyond, k)[0, 0, 0], 2.1, rtol=1e-6
-    )
+    np.testing.assert_allclose(camera.project_to_2d_linear(beyond, k)[0, 0, 0], 2.1, rtol=1e-6)
     # No gradient flows through a clipped coordinate.
-    g = jax.grad(lambda p: camera.project_to_2d(p, k)[..., 0].sum())(
-        jnp.asarray(beyond)
-    )
+    g = jax.grad(lambda p: camera.project_to_2d(p, k)[..., 0].sum())(jnp.asarray(beyond))
     np.testing.assert_allclose(g[0, 0, 0], 0.0, atol=0)
 
 
@@ -475,9 +453,7 @@ def test_projection_batched_shapes(rng):
         ):
             out = fn(points, intr)
             chex.assert_shape(out, (2, 3, 5, 17, 2))
-            np.testing.assert_allclose(
-                out, np_project(points, intr, linear), rtol=RTOL, atol=ATOL
-            )
+            np.testing.assert_allclose(out, np_project(points, intr, linear), rtol=RTOL, atol=ATOL)
     # Intrinsics with more batch dimensions than the points broadcast too.
     out = camera.project_to_2d(random_points(rng, (17,)), random_intrinsics(rng, (4,)))
     chex.assert_shape(out, (4, 17, 2))
@@ -529,9 +505,7 @@ def test_projection_with_sharded_inputs_gives_the_same_numbers(rng):
     sk = jax.device_put(intr, sharding)
     out = jax.jit(camera.project_to_2d)(sp, sk)
     assert len(out.sharding.device_set) == 8
-    np.testing.assert_allclose(
-        out, camera.project_to_2d(points, intr), rtol=1e-6, atol=1e-6
-    )
+    np.testing.assert_allclose(out, camera.project_to_2d(points, intr), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(out, np_project(points, intr), rtol=RTOL, atol=ATOL)
     # The full chain world -> camera -> screen, sharded the same way.
     q = random_unit_quaternions(rng, (16, 1, 1))
@@ -564,24 +538,136 @@ def test_flip_intrinsics_matches_flipping_the_pose(rng):
     # the mirrored 2D projection: why cx and p1 are the entries that change sign.
     points = random_points(rng, (6, 17))
     k = random_intrinsics(rng, (6,))
-    lhs = camera.project_to_2d(
-        skeleton.flip_pose(points, "h36m"), camera.flip_intrinsics(k)
-    )
+    lhs = camera.project_to_2d(skeleton.flip_pose(points, "h36m"), camera.flip_intrinsics(k))
     rhs = skeleton.flip_pose(camera.project_to_2d(points, k), "h36m")
     np.testing.assert_allclose(lhs, rhs, rtol=RTOL, atol=ATOL)
 
 
 def test_intrinsics_vector(rng):
     cam = camera.h36m_camera("S5", 3)
-    v = camera.intrinsics_vector(
-        cam.focal_length, cam.center, cam.radial, cam.tangential
-    )
+    v = camera.intrinsics_vector(cam.focal_length, cam.center, cam.radial, cam.tangential)
     np.testing.assert_allclose(v, cam.intrinsics(normalized=False), rtol=1e-7)
     f = rng.uniform(1, 2, size=(4, 2)).astype(np.float32)
     out = camera.intrinsics_vector(f, np.zeros(2, np.float32))
     chex.assert_shape(out, (4, 9))
     np.testing.assert_array_equal(out[:, :2], f)
     np.testing.assert_array_equal(out[:, 2:], 0)
+
+
+# ----------------------------------------------------------------------------- array module
+# numpy in, numpy out (computed with numpy, in the data's float dtype); jax in, jax out.
+
+
+def _numpy_and_jax_cases(rng):
+    """``(name, fn, args)`` with float64 numpy arguments, one per public formula."""
+    cam = camera.h36m_camera("S5", 2)
+    q = random_unit_quaternions(rng, (6, 1)).astype(np.float64)
+    x = rng.normal(size=(6, 17, 3)) + np.array([0.0, 0.3, 0.9])
+    points = random_points(rng, (6, 17), spread=1.2).astype(np.float64)  # some clipped
+    intr = random_intrinsics(rng, (6, 1)).astype(np.float64)
+    px = rng.uniform(0, 1000, size=(6, 17, 2))
+    w = np.array([1000.0, 1000.0, 1920.0, 2048.0, 1000.0, 640.0])[:, None]
+    h = np.array([1002.0, 1000.0, 1080.0, 2048.0, 1000.0, 480.0])[:, None]
+    return [
+        ("qrot", camera.qrot, (q, x)),
+        ("qinverse", camera.qinverse, (q[:, 0],)),
+        ("world_to_camera", camera.world_to_camera, (x, cam.orientation, cam.translation)),
+        ("camera_to_world", camera.camera_to_world, (x, q, x[:, :1])),
+        ("project_to_2d", camera.project_to_2d, (points, intr)),
+        ("project_to_2d_h36m", camera.project_to_2d, (points, cam.intrinsics())),
+        ("project_to_2d_linear", camera.project_to_2d_linear, (points, intr)),
+        ("flip_intrinsics", camera.flip_intrinsics, (intr,)),
+        ("normalize_screen_coordinates", camera.normalize_screen_coordinates, (px, 1000, 1002)),
+        ("normalize_per_sample", camera.normalize_screen_coordinates, (px, w, h)),
+        ("image_coordinates", camera.image_coordinates, (px / 1000 - 0.5, 1920, 1080)),
+        ("image_coordinates_per_sample", camera.image_coordinates, (px / 1000 - 0.5, w, h)),
+        ("intrinsics_vector", camera.intrinsics_vector, (intr[..., :2], intr[..., 2:4])),
+    ]
+
+
+def test_numpy_path_equals_jax_path(rng):
+    for name, fn, args in _numpy_and_jax_cases(rng):
+        host = fn(*args)  # float64 numpy
+        dev = fn(*(jnp.asarray(a, jnp.float32) for a in args))  # float32 jax
+        assert isinstance(host, np.ndarray) and not isinstance(host, jax.Array), name
+        assert host.dtype == np.float64, name
+        assert isinstance(dev, jax.Array) and dev.dtype == jnp.float32, name
+        chex.assert_equal_shape((host, dev))
+        scale = max(1.0, float(np.abs(host).max()))  # pixel outputs: relative to 1e-5
+        np.testing.assert_allclose(dev, host, rtol=0, atol=1e-5 * scale, err_msg=name)
+
+
+def test_numpy_path_keeps_the_data_dtype(rng):
+    cam = camera.h36m_camera("S1", 0)  # float64 parameters
+    k = cam.intrinsics()  # float32
+    for dtype in (np.float32, np.float64):
+        x = (rng.normal(size=(5, 17, 3)) + np.array([0, 0, 5])).astype(dtype)
+        outs = {
+            "qrot": camera.qrot(cam.orientation, x),
+            "qinverse": camera.qinverse(cam.orientation.astype(dtype)),
+            "world_to_camera": camera.world_to_camera(x, cam.orientation, cam.translation),
+            "camera_to_world": camera.camera_to_world(x, cam.orientation, cam.translation),
+            "project_to_2d": camera.project_to_2d(x, k),
+            "project_to_2d_linear": camera.project_to_2d_linear(x, k),
+            "flip_intrinsics": camera.flip_intrinsics(k.astype(dtype)),
+            "normalize": camera.normalize_screen_coordinates(x[..., :2], 1000, 1002),
+            "normalize_per_sample": camera.normalize_screen_coordinates(
+                x[..., :2], np.full((5, 1), 1000.0), np.full((5, 1), 1002.0)
+            ),
+            "image_coordinates": camera.image_coordinates(x[..., :2], 1000, 1002),
+            "intrinsics_vector": camera.intrinsics_vector(
+                k[:2].astype(dtype), k[2:4].astype(dtype)
+            ),
+        }
+        for name, out in outs.items():
+            assert type(out) is np.ndarray, (name, type(out))
+            assert out.dtype == dtype, (name, dtype, out.dtype)
+    # float32 data and float64 parameters give float32, like the jax path.
+    x32 = np.ones((4, 17, 3), np.float32)
+    to_cam = camera.world_to_camera(x32, cam.orientation, cam.translation)
+    assert to_cam.dtype == np.float32
+    np.testing.assert_allclose(
+        to_cam,
+        camera.world_to_camera(jnp.asarray(x32), cam.orientation, cam.translation),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+    # Lists, Python numbers and integer arrays compute in float32, as jax does.
+    for out in (
+        camera.qrot([1.0, 0.0, 0.0, 0.0], [1, 2, 3]),
+        camera.qinverse([1, 0, 0, 0]),
+        camera.normalize_screen_coordinates(np.array([[500, 501]]), 1000, 1002),
+        camera.project_to_2d([[0.1, 0.2, 3.0]], [2, 2, 0, 0, 0, 0, 0, 0, 0]),
+        camera.intrinsics_vector([1, 1], [0, 0]),
+    ):
+        assert type(out) is np.ndarray and out.dtype == np.float32, out
+
+
+def test_any_jax_argument_selects_jax(rng):
+    cam = camera.h36m_camera("S9", 1)
+    x = rng.normal(size=(3, 17, 3)).astype(np.float32)
+    k = cam.intrinsics()
+    for out in (
+        camera.world_to_camera(x, jnp.asarray(cam.orientation), cam.translation),
+        camera.camera_to_world(x, cam.orientation, jnp.asarray(cam.translation)),
+        camera.qrot(jnp.asarray(cam.orientation), x),
+        camera.project_to_2d(x + np.float32(5), jnp.asarray(k)),
+        camera.normalize_screen_coordinates(x[..., :2], jnp.full((3, 1), 1000.0), 1002.0),
+        camera.intrinsics_vector(k[:2], jnp.asarray(k[2:4])),
+    ):
+        assert isinstance(out, jax.Array)
+    # Under jit, numpy constants meet tracers: the jax path, traced once.
+    orientation, translation = cam.orientation, cam.translation
+
+    @jax.jit
+    def chain(x):
+        return camera.project_to_2d(camera.world_to_camera(x, orientation, translation), k)
+
+    want = camera.project_to_2d(camera.world_to_camera(x, orientation, translation), k)
+    assert isinstance(want, np.ndarray)
+    got = chain(x)
+    assert isinstance(got, jax.Array) and got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -591,7 +677,8 @@ def test_bad_shapes_name_function_argument_and_expectation():
     k = np.zeros(9, np.float32)
     with pytest.raises(
         ValueError,
-        match=r"project_to_2d: argument 'points' has shape \(2, 16, 4\); expected \[\.\.\., \*, 3\]",
+        match=r"project_to_2d: argument 'points' has shape \(2, 16, 4\); "
+        r"expected \[\.\.\., \*, 3\]",
     ):
         camera.project_to_2d(np.ones((2, 16, 4)), k)
     with pytest.raises(
@@ -609,9 +696,7 @@ def test_bad_shapes_name_function_argument_and_expectation():
     ):
         camera.project_to_2d(np.ones((3, 17, 3)), np.ones((2, 9)))
     # VideoPose3D's left-aligned (N, 9) against (N, T, J, 3) is refused with a hint.
-    with pytest.raises(
-        ValueError, match=r"align from the right.*intrinsics\[:, None\]"
-    ):
+    with pytest.raises(ValueError, match=r"align from the right.*intrinsics\[:, None\]"):
         camera.project_to_2d(np.ones((4, 9, 17, 3)), np.ones((4, 9)))
     with pytest.raises(
         ValueError,
@@ -631,9 +716,7 @@ def test_bad_shapes_name_function_argument_and_expectation():
         match=r"normalize_screen_coordinates: argument 'x' has shape \(17, 3\)",
     ):
         camera.normalize_screen_coordinates(np.ones((17, 3)), 1000, 1000)
-    with pytest.raises(
-        ValueError, match=r"image_coordinates: image size must be positive"
-    ):
+    with pytest.raises(ValueError, match=r"image_coordinates: image size must be positive"):
         camera.image_coordinates(np.ones((17, 2)), 0, 1000)
     with pytest.raises(ValueError, match=r"flip_intrinsics: argument 'intrinsics'"):
         camera.flip_intrinsics(np.ones(8))

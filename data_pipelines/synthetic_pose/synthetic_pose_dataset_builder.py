@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipelines import common, geometry
+from data_pipelines import common
 from data_pipelines.synthetic_pose import motion
 from pose_jax import camera as camera_lib
 
@@ -95,7 +95,7 @@ def capture_centre(subject: str) -> np.ndarray:
     a = np.zeros((3, 3))
     b = np.zeros(3)
     for cam in camera_lib.h36m_cameras(subject):
-        axis = geometry.qrot(cam.orientation, np.array([0.0, 0.0, 1.0]))
+        axis = camera_lib.qrot(cam.orientation, np.array([0.0, 0.0, 1.0]))
         proj = np.eye(3) - np.outer(axis, axis)
         a += proj
         b += proj @ cam.translation
@@ -109,8 +109,8 @@ def action_name(kind: str, take: int) -> str:
 
 def render_2d(pose_world: np.ndarray, cam: camera_lib.Camera) -> np.ndarray:
     """Pixels ``[T, 17, 2]`` of world points as VideoPose3D made its ground-truth 2D."""
-    pose_cam = geometry.world_to_camera(pose_world, cam.orientation, cam.translation)
-    uv = geometry.project_to_2d(pose_cam, cam.intrinsics(normalized=True))
+    pose_cam = camera_lib.world_to_camera(pose_world, cam.orientation, cam.translation)
+    uv = camera_lib.project_to_2d(pose_cam, cam.intrinsics(normalized=True))
     return np.asarray(camera_lib.image_coordinates(uv, cam.res_w, cam.res_h), np.float32)
 
 

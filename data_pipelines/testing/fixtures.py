@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from data_pipelines import geometry
 from data_pipelines.synthetic_pose import motion
 from pose_jax import camera as camera_lib
 from pose_jax import skeleton as skeleton_lib
@@ -58,8 +57,8 @@ def h36m_world_sequence(subject: str, action: str, num_frames: int, seed: int = 
 
 def project_h36m(pose_world: np.ndarray, cam: camera_lib.Camera) -> np.ndarray:
     """Pixels ``[T, 17, 2]`` as VideoPose3D's ``prepare_data_h36m.py`` made the GT 2D."""
-    pc = geometry.world_to_camera(pose_world, cam.orientation, cam.translation)
-    uv = geometry.project_to_2d(pc, cam.intrinsics(normalized=True))
+    pc = camera_lib.world_to_camera(pose_world, cam.orientation, cam.translation)
+    uv = camera_lib.project_to_2d(pc, cam.intrinsics(normalized=True))
     return np.asarray(camera_lib.image_coordinates(uv, cam.res_w, cam.res_h), np.float32)
 
 
@@ -155,7 +154,7 @@ def _3dhp_camera_frame_mm(num_frames: int, rng: np.random.Generator, depth_m: fl
 
 
 def _project_px(p_mm: np.ndarray, cam: camera_lib.Camera) -> np.ndarray:
-    return geometry.project_to_2d(p_mm / 1000.0, cam.intrinsics(normalized=False)).astype(
+    return camera_lib.project_to_2d(p_mm / 1000.0, cam.intrinsics(normalized=False)).astype(
         np.float32
     )
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from data_pipelines import common, geometry
+from data_pipelines import common
 from data_pipelines.h36m_pose import h36m_pose_dataset_builder as hb
 from data_pipelines.testing.fixtures import build
 from pose_jax import camera as camera_lib
@@ -52,12 +52,10 @@ def test_values_match_files(built, h36m_files):
     _, data_dir = built
     for split in ("train", "test"):
         got = _by_key(tfds.data_source("h36m_pose/gt", split=split, data_dir=data_dir))
-        for n, ((subject, action, ci), e) in enumerate(sorted(got.items())):
+        for (subject, action, ci), e in sorted(got.items()):
             cam = camera_lib.h36m_camera(subject, ci)
             world = skeleton_lib.reduce_h36m_32_to_17(h36m_files["positions_3d"][subject][action])
-            # pose_jax.camera once per split (jax compiles per shape); its numpy twin elsewhere.
-            to_cam = camera_lib.world_to_camera if n == 0 else geometry.world_to_camera
-            want_3d = np.asarray(to_cam(world, cam.orientation, cam.translation))
+            want_3d = camera_lib.world_to_camera(world, cam.orientation, cam.translation)
             np.testing.assert_allclose(e["pose_3d"], want_3d, atol=2e-6)
             np.testing.assert_array_equal(
                 e["pose_2d"], h36m_files["positions_2d"]["gt"][subject][action][ci]
@@ -108,24 +106,6 @@ def test_validation_subjects(h36m_files, tmp_path):
     assert b"S8" not in {e["subject"] for e in train}
     with pytest.raises(ValueError, match="never look at the test subjects"):
         hb.make_config("gt", ("S9",))
-
-
-def test_numpy_geometry_matches_pose_jax_camera():
-    rng = np.random.default_rng(0)
-    cam = camera_lib.h36m_camera("S5", 2)
-    x = rng.normal(size=(5, 17, 3)).astype(np.float32) + np.array([0, 0.3, 0.9], np.float32)
-    pc = geometry.world_to_camera(x, cam.orientation, cam.translation)
-    np.testing.assert_allclose(
-        pc, camera_lib.world_to_camera(x, cam.orientation, cam.translation), atol=1e-5
-    )
-    np.testing.assert_allclose(
-        geometry.camera_to_world(pc, cam.orientation, cam.translation), x, atol=1e-5
-    )
-    intr = cam.intrinsics()
-    np.testing.assert_allclose(
-        geometry.project_to_2d(pc, intr), camera_lib.project_to_2d(pc, intr), atol=1e-6
-    )
-    np.testing.assert_allclose(geometry.flip_intrinsics(intr), camera_lib.flip_intrinsics(intr))
 
 
 # ----------------------------------------------------------------------------- bad input

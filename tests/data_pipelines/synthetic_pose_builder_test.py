@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from data_pipelines import common, geometry
+from data_pipelines import common
 from data_pipelines.h36m_pose import h36m_pose_dataset_builder as hb
 from data_pipelines.synthetic_pose import motion
 from data_pipelines.synthetic_pose import synthetic_pose_dataset_builder as sb
@@ -55,9 +55,7 @@ def test_2d_inside_image_and_equal_to_projected_3d(synthetic_tiny):
         uv = e["pose_2d"]
         assert (uv >= 0).all() and (uv[..., 0] <= w).all() and (uv[..., 1] <= h).all()
         assert (e["pose_3d"][..., 2] > 2.0).all()  # metres in front of the camera
-        # pose_jax.camera once (jax compiles per shape); its tested numpy twin for the rest.
-        project = camera_lib.project_to_2d if i == 0 else geometry.project_to_2d
-        proj = project(e["pose_3d"], e["intrinsics"])
+        proj = camera_lib.project_to_2d(e["pose_3d"], e["intrinsics"])
         px = camera_lib.image_coordinates(np.asarray(proj), w, h)
         np.testing.assert_allclose(px, uv, atol=2e-3)
         cam = camera_lib.h36m_camera(e["subject"].decode(), int(e["camera_index"]))
