@@ -18,6 +18,11 @@ LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, dict]]
 GRADIENT_MODES = ("standard", "loss_times_grad")
 
 
+def _tree_norm(tree: Any) -> jax.Array:
+    """Global L2 norm of a pytree (``optax.global_norm`` is deprecated in recent optax)."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
+
+
 def make_train_step(
     loss_fn: LossFn,
     optimizer: optax.GradientTransformation,
@@ -52,7 +57,7 @@ def make_train_step(
         if ema is not None:
             d = jnp.asarray(ema_decay if ema_decay is not None else 0.999, jnp.float32)
             ema = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "step": state.step, **aux}
+        metrics = {"loss": loss, "grad_norm": _tree_norm(grads), "step": state.step, **aux}
         new_state = state.replace(
             step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state
         )
