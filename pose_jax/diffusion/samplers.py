@@ -24,7 +24,9 @@ Randomness: the noise of clip ``b`` at step ``k`` is drawn from
 ``fold_in(fold_in(key, k + 1), clip_id[b])`` (``k + 1 = 0`` is the start noise),
 so a clip's samples do not depend on the batch it was put in, on padding, or on
 how the batch is split over devices: single-device, ``NamedSharding`` and
-``pmap`` runs give the same numbers.
+``pmap`` runs give the same numbers. Both kinds of noise can be given instead of
+drawn (e.g. numbers recorded from a reference implementation): the start noise as
+``x_init`` and the per-step ``z`` as ``step_noise [B, K, H, *event]``.
 """
 
 from __future__ import annotations
@@ -260,6 +262,11 @@ class SampleOutput:
     x: jax.Array
 
 
+def _host(x) -> np.ndarray:
+    """A concrete array on the host (fully addressable jax arrays and array-likes)."""
+    return np.asarray(jax.device_get(x) if isinstance(x, jax.Array) else x)
+
+
 def _check_eta(fn: str, eta) -> float:
     try:
         eta = float(eta)
@@ -276,21 +283,33 @@ class Sampler:
 
     Call forms (all return :class:`SampleOutput`):
 
-    * ``sampler(params, cond, key, x_init=None)`` -- jit-compiled, batch sharded
-      with ``NamedSharding`` over ``mesh`` (the default path). The batch is padded
-      to a multiple of the mesh size and the padding sliced off.
-    * ``sampler.pmap(params, cond, key, x_init=None, devices=None)`` -- the same
-      computation under ``jax.pmap`` over local devices.
-    * ``sampler.sample(params, cond, key, x_init=None, clip_ids=None)`` -- the
-      pure, un-jitted function (compose it with your own ``jit``/``vmap``).
+    * ``sampler(params, cond, key, x_init=None, *, step_noise=None)`` --
+      jit-compiled, batch sharded with ``NamedSharding`` over ``mesh`` (the
+      default path). The batch is padded to a multiple of the mesh size and the
+      padding sliced off.
+    * ``sampler.pmap(params, cond, key, x_init=None, devices=None, *, step_noise=None)``
+      -- the same computation under ``jax.pmap`` over local devices.
+    * ``sampler.sample(params, cond, key, x_init=None, clip_ids=None, *, step_noise=None)``
+      -- the pure, un-jitted function (compose it with your own ``jit``/``vmap``).
 
     Arguments of the call forms:
       params: the denoiser's parameters (any pytree), passed to ``denoise_fn``.
       cond: dict of per-clip arrays ``[B, ...]`` (repeated over H by the sampler).
-      key: PRNG key (typed or raw).
-      x_init: ``None`` to generate from ``N(0, I)`` (D3DP); or the state to refine,
-        ``[B, *event]`` (shared by the H hypotheses) or ``[B, H, *event]``, used as
-        ``x`` at the grid's first ``t`` without adding noise (DiffPose).
+      key: PRNG key (typed or raw); the source of every noise draw not given below.
+      x_init: ``None`` to generate from ``N(0, I)`` drawn from ``key`` (D3DP); or
+        the state to refine, ``[B, *event]`` (shared by the H hypotheses) or
+        ``[B, H, *event]``, used as ``x`` at the grid's first ``t`` without adding
+        noise (DiffPose). To generate from given start noise, pass that noise here
+        (``[B, H, *event]``): generation starts from ``x_T = z_0`` unchanged.
+      step_noise: keyword-only; ``None`` draws step ``k``'s ``z`` from ``key`` (see
+        the module docstring); or ``[B, K, H, *event]`` float, the ``z`` that step
+        ``k`` adds as ``sigma_k * z`` (``step_noise[:, k]``; same layout as
+        ``SampleOutput.x0_steps``). Rows of steps with ``sigma_k = 0`` (the final
+        ``t_next = -1`` step; every step when ``eta = 0``) are ignored and may hold
+        anything, even NaN; the others must be finite. It is batch-sharded and
+        padded like ``cond``. With ``flip_mode='chain'`` the mirrored chain adds
+        ``flip(z)``, as with drawn noise. Given ``x_init`` and ``step_noise``, the
+        result does not depend on ``key``.
     """
 
     denoise_fn: DenoiseFn
@@ -322,7 +341,7 @@ class Sampler:
 
     # -- validation ---------------------------------------------------------
 
-    def _check_inputs(self, fn: str, cond, x_init, key) -> int:
+    def _check_inputs(self, fn: str, cond, x_init, key, step_noise=None) -> int:
         """Validates the call arguments and returns the batch size ``B``."""
         key_dtype = getattr(key, "dtype", None)
         typed = key_dtype is not None and jax.dtypes.issubdtype(key_dtype, jax.dtypes.prng_key)
@@ -378,14 +397,46 @@ class Sampler:
             )
         if batch[1] < 1:
             raise ValueError(f"{fn}: batch size is {batch[1]}; expected >= 1.")
+        if step_noise is not None:
+            self._check_step_noise(fn, step_noise, batch[1])
         return batch[1]
+
+    def _check_step_noise(self, fn: str, step_noise, B: int) -> None:
+        E, H, K = self.event_shape, self.num_hypotheses, self.num_steps
+        shape = _checks.shape_of(step_noise)
+        want = (B, K, H, *E)
+        if shape != want:
+            raise ValueError(
+                f"{fn}: argument 'step_noise' has shape {shape}; expected "
+                f"[B, K, H, *event] = {want} (B={B} clips, K={K} steps, H={H} hypotheses, "
+                f"event {E})."
+            )
+        dtype = getattr(step_noise, "dtype", None)
+        if dtype is None:
+            dtype = np.asarray(step_noise).dtype
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(
+                f"{fn}: argument 'step_noise' has dtype {dtype}; expected a float array."
+            )
+        unused = np.asarray(self.coeffs.sigma) <= 0
+        if not unused.all() and _checks.is_concrete(step_noise):
+            # Only the rows that are used must be finite (indices reported in full).
+            z = _host(step_noise).copy()
+            z[:, unused] = 0
+            _checks.check_finite(fn, "step_noise", z)
 
     # -- the pure computation -----------------------------------------------
 
-    def sample(self, params, cond, key, x_init=None, clip_ids=None) -> SampleOutput:
-        """The pure sampler; see the class docstring. ``clip_ids [B]`` seed each clip's noise."""
+    def sample(
+        self, params, cond, key, x_init=None, clip_ids=None, *, step_noise=None
+    ) -> SampleOutput:
+        """The pure sampler; see the class docstring.
+
+        ``clip_ids [B]`` seed each clip's drawn noise (``fold_in`` by clip id); they
+        do not touch given ``x_init``/``step_noise``.
+        """
         fn = "Sampler.sample"
-        B = self._check_inputs(fn, cond, x_init, key)
+        B = self._check_inputs(fn, cond, x_init, key, step_noise)
         if clip_ids is None:
             clip_ids = jnp.arange(B, dtype=jnp.int32)
         elif _checks.shape_of(clip_ids) != (B,):
@@ -393,9 +444,9 @@ class Sampler:
                 f"{fn}: argument 'clip_ids' has shape {_checks.shape_of(clip_ids)}; "
                 f"expected [B] = ({B},)."
             )
-        return self._core(params, cond, key, x_init, jnp.asarray(clip_ids, jnp.int32))
+        return self._core(params, cond, key, x_init, step_noise, jnp.asarray(clip_ids, jnp.int32))
 
-    def _core(self, params, cond, key, x_init, clip_ids) -> SampleOutput:
+    def _core(self, params, cond, key, x_init, step_noise, clip_ids) -> SampleOutput:
         E, H = self.event_shape, self.num_hypotheses
         B = clip_ids.shape[0]
         N = B * H
@@ -448,22 +499,28 @@ class Sampler:
 
         stochastic = self.stochastic
         table = jax.tree.map(jnp.asarray, self.coeffs)
-        steps = jnp.arange(self.num_steps, dtype=jnp.int32)
+        K = self.num_steps
+        steps = jnp.arange(K, dtype=jnp.int32)
+        given = stochastic and step_noise is not None
+        if given:  # [B, K, H, *E] -> [K, N, *E], scanned alongside the steps
+            step_noise = jnp.moveaxis(jnp.asarray(step_noise, dtype), 1, 0).reshape((K, N, *E))
 
         def body(x, inputs):
-            k, row = inputs
+            k, row, z_given = inputs
             z = None
-            if stochastic:
+            if given:
+                # Rows of sigma = 0 steps are documented as ignored: keep NaN out.
+                z = jnp.where(row.sigma > 0, z_given, jnp.zeros((), dtype))
+            elif stochastic:
                 z = clip_normal(jax.random.fold_in(key, k + 1))
-                if self.flip_mode == "chain":
-                    z = _pair(z, flip(z))
+            if z is not None and self.flip_mode == "chain":
+                z = _pair(z, flip(z))
             x_next, x0_hat, _ = ddim_step(
                 model_fn, x, row, z, prediction=self.prediction, clip=self.clip
             )
             return x_next, merge(x0_hat)
 
-        x, x0s = jax.lax.scan(body, x, (steps, table))
-        K = self.num_steps
+        x, x0s = jax.lax.scan(body, x, (steps, table, step_noise if given else None))
         x0_steps = jnp.moveaxis(x0s.reshape((K, B, H, *E)), 0, 1)
         return SampleOutput(x0_steps=x0_steps, x=merge(x).reshape((B, H, *E)))
 
@@ -485,24 +542,38 @@ class Sampler:
             )
         return self._jit_cache["fn"]
 
-    def __call__(self, params, cond, key, x_init=None) -> SampleOutput:
+    def __call__(self, params, cond, key, x_init=None, *, step_noise=None) -> SampleOutput:
+        """The jit path; see the class docstring."""
         fn = "Sampler.__call__"
-        B = self._check_inputs(fn, cond, x_init, key)
+        B = self._check_inputs(fn, cond, x_init, key, step_noise)
         size = sharding_lib.padded_size(B, self.mesh.size)
         batch_sh = sharding_lib.batch_sharding(self.mesh)
         rep = sharding_lib.replicated(self.mesh)
-        cond_p, x_p = sharding_lib.pad_batch((cond, x_init), size)
-        cond_p, x_p, ids = jax.device_put((cond_p, x_p, np.arange(size, dtype=np.int32)), batch_sh)
+        batched = sharding_lib.pad_batch((cond, x_init, step_noise), size)
+        cond_p, x_p, z_p, ids = jax.device_put(
+            (*batched, np.arange(size, dtype=np.int32)), batch_sh
+        )
         params, key = jax.device_put((params, key), rep)
-        out = self._jitted()(params, cond_p, key, x_p, ids)
+        out = self._jitted()(params, cond_p, key, x_p, z_p, ids)
         return out if size == B else jax.tree.map(lambda a: a[:B], out)
 
     def pmap(
-        self, params, cond, key, x_init=None, devices: Sequence[jax.Device] | None = None
+        self,
+        params,
+        cond,
+        key,
+        x_init=None,
+        devices: Sequence[jax.Device] | None = None,
+        *,
+        step_noise=None,
     ) -> SampleOutput:
-        """Runs the sampler under ``jax.pmap``; same numbers as the jit path."""
+        """Runs the sampler under ``jax.pmap``; same numbers as the jit path.
+
+        Per-clip arguments (``cond``, ``x_init``, ``step_noise``) are padded and
+        split along ``B`` over ``devices``.
+        """
         fn = "Sampler.pmap"
-        B = self._check_inputs(fn, cond, x_init, key)
+        B = self._check_inputs(fn, cond, x_init, key, step_noise)
         devices = tuple(jax.local_devices() if devices is None else devices)
         D = len(devices)
         if D < 1:
@@ -514,15 +585,15 @@ class Sampler:
             # argument count (e.g. 2-leaf params and x_init=None), so it is avoided.
             self._pmap_cache[cache_key] = jax.pmap(
                 lambda args: self._core(*args),
-                in_axes=((None, 0, None, 0, 0),),
+                in_axes=((None, 0, None, 0, 0, 0),),
                 devices=list(devices),
             )
         size = sharding_lib.padded_size(B, D)
-        cond_p, x_p = sharding_lib.pad_batch((cond, x_init), size)
-        ids = np.arange(size, dtype=np.int32)
+        batched = sharding_lib.pad_batch((cond, x_init, step_noise), size)
+        ids = jnp.arange(size, dtype=jnp.int32)
         split = lambda a: jnp.reshape(a, (D, size // D, *a.shape[1:]))  # noqa: E731
-        cond_p, x_p, ids = jax.tree.map(split, (cond_p, x_p, jnp.asarray(ids)))
-        out = self._pmap_cache[cache_key]((params, cond_p, key, x_p, ids))
+        cond_p, x_p, z_p, ids = jax.tree.map(split, (*batched, ids))
+        out = self._pmap_cache[cache_key]((params, cond_p, key, x_p, z_p, ids))
         out = jax.tree.map(lambda a: a.reshape((size, *a.shape[2:]))[:B], out)
         return out
 

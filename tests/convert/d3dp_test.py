@@ -15,7 +15,6 @@ import sys
 
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -186,12 +185,41 @@ def test_denoiser_parity_hypotheses_call(converted, model_fns, io):
 # ---------------------------------------------------------------------------
 
 
-def _d3dp_sampler_setup(model_fns, io, k):
+def _d3dp_sampler(model_fns, io, k):
+    """pose_jax's D3DP sampler for the fixture's grid of ``k`` steps (default 8-device mesh)."""
     hp = io["hparams"]
-    schedule = diff.make_schedule("cosine", hp["timestep"])
-    grid = diff.make_time_grid("d3dp", hp["timestep"], k)
-    denoise_fn = lambda p, x, t, c: model_fns.apply_fn(p, x, t, c)  # noqa: E731
-    return schedule, grid, denoise_fn
+    return diff.make_sampler(
+        lambda p, x, t, c: model_fns.apply_fn(p, x, t, c),
+        diff.make_schedule("cosine", hp["timestep"]),
+        diff.make_time_grid("d3dp", hp["timestep"], k),
+        event_shape=io[f"sample_k{k}_noise_init"].shape[2:],
+        num_hypotheses=hp["num_proposals"],
+        eta=1.0,
+        clip=1.1 * hp["scale"],
+        flip_mode="step",
+        skeleton="h36m",
+    )
+
+
+def _recorded_step_noise(io, k):
+    """The reference's per-step draws as ``step_noise [B, K, H, F, J, 3]``.
+
+    D3DP draws ``z`` after every step but the last (``t_next = -1``, where
+    ``sigma = 0``): the fixture holds ``[K - 1, B, H, ...]``. The sampler ignores
+    the final step's row, which is filled with NaN here to show it.
+    """
+    init = io[f"sample_k{k}_noise_init"]
+    steps = io[f"sample_k{k}_noise_steps"] if k > 1 else np.zeros((0, *init.shape), np.float32)
+    last = np.full((init.shape[0], 1, *init.shape[1:]), np.nan, np.float32)
+    return np.concatenate([np.moveaxis(steps, 0, 1), last], axis=1)
+
+
+def _parity(out, io, k):
+    ref = io[f"sample_k{k}_x0_steps"]  # [B, K, H, F, J, 3]
+    assert out.x0_steps.shape == ref.shape
+    np.testing.assert_allclose(np.asarray(out.x0_steps), ref, atol=TOL, rtol=0)
+    # The last x0 estimate is the output (the grid ends at t_next = -1).
+    np.testing.assert_array_equal(np.asarray(out.x), np.asarray(out.x0_steps)[:, -1])
 
 
 def test_fixture_2d_flip_is_the_h36m_mirror(io):
@@ -200,72 +228,42 @@ def test_fixture_2d_flip_is_the_h36m_mirror(io):
 
 
 def test_sampler_parity_one_step(converted, model_fns, io):
-    """The full :class:`Sampler` with the recorded start noise (K=1 draws no other noise)."""
+    """K=1 (one step, t = T - 1 -> -1): the start noise is the only draw."""
     params, _ = converted
-    hp = io["hparams"]
-    schedule, grid, denoise_fn = _d3dp_sampler_setup(model_fns, io, 1)
-    sampler = diff.make_sampler(
-        denoise_fn,
-        schedule,
-        grid,
-        event_shape=io["sample_k1_noise_init"].shape[2:],
-        num_hypotheses=hp["num_proposals"],
-        eta=1.0,
-        clip=1.1 * hp["scale"],
-        flip_mode="step",
-        skeleton="h36m",
-    )
-    out = sampler(
-        params,
-        {"pose_2d": io["sample_pose_2d"]},
-        jax.random.key(0),
-        x_init=io["sample_k1_noise_init"],
-    )
-    ref = io["sample_k1_x0_steps"]  # [B, K, H, F, J, 3]
-    assert out.x0_steps.shape == ref.shape
-    np.testing.assert_allclose(np.asarray(out.x0_steps), ref, atol=TOL, rtol=0)
+    sampler = _d3dp_sampler(model_fns, io, 1)
+    cond = {"pose_2d": io["sample_pose_2d"]}
+    out = sampler(params, cond, jax.random.key(0), x_init=io["sample_k1_noise_init"])
+    _parity(out, io, 1)
 
 
 def test_sampler_parity_all_iterations_with_recorded_noise(converted, model_fns, io):
-    """K DDIM steps of :func:`ddim_step` fed the reference's per-step noise; every x0 estimate.
+    """K=3 through the :class:`Sampler` fed every recorded draw; all K x0 estimates.
 
-    The :class:`Sampler` draws its per-step noise from its key and has no way to
-    take recorded noise, so the loop is written out here with the sampler's own
-    step function, coefficient table and flip.
+    The start noise goes in as ``x_init`` and the per-step draws as
+    ``step_noise``; the jit (NamedSharding, B=2 padded to the 8-device mesh),
+    ``pmap`` and pure ``sample`` forms all match the reference. The key is
+    unused (a different one per form).
     """
     params, _ = converted
-    hp = io["hparams"]
-    k_steps = 3
-    schedule, grid, denoise_fn = _d3dp_sampler_setup(model_fns, io, k_steps)
-    coeffs = diff.ddim_coefficients(schedule, grid, eta=1.0)
-    flip = diff.make_flip_fn("h36m")
-    noise_init, noise_steps = io["sample_k3_noise_init"], io["sample_k3_noise_steps"]
-    b, h = noise_init.shape[:2]
-    event = noise_init.shape[2:]
-    cond = {"pose_2d": jnp.repeat(io["sample_pose_2d"], h, axis=0)}
-    cond_flip = {"pose_2d": jnp.repeat(io["sample_pose_2d_flip"], h, axis=0)}
-
-    def model_fn(x, t):
-        direct = denoise_fn(params, x, t, cond)
-        mirrored = denoise_fn(params, flip(x), t, cond_flip)
-        return 0.5 * (direct + flip(mirrored))
-
-    step = jax.jit(
-        lambda x, row, z: diff.ddim_step(
-            model_fn, x, row, z, prediction="x0", clip=1.1 * hp["scale"]
-        )
-    )
-    x = jnp.asarray(noise_init.reshape((b * h, *event)))
-    x0s = []
-    for k in range(k_steps):
-        row = jax.tree.map(lambda a, k=k: a[k], coeffs)
-        z = noise_steps[k].reshape((b * h, *event)) if k < k_steps - 1 else jnp.zeros_like(x)
-        x, x0_hat, _ = step(x, row, z)
-        x0s.append(np.asarray(x0_hat).reshape((b, h, *event)))
-    ours = np.stack(x0s, axis=1)  # [B, K, H, F, J, 3]
-    ref = io["sample_k3_x0_steps"]
-    np.testing.assert_allclose(ours, ref, atol=TOL, rtol=0)
+    k = 3
+    sampler = _d3dp_sampler(model_fns, io, k)
+    cond = {"pose_2d": io["sample_pose_2d"]}
+    x_init, step_noise = io[f"sample_k{k}_noise_init"], _recorded_step_noise(io, k)
+    runs = {
+        "jit": sampler(params, cond, jax.random.key(1), x_init, step_noise=step_noise),
+        "pmap": sampler.pmap(params, cond, jax.random.key(2), x_init, step_noise=step_noise),
+        "sample": jax.jit(sampler.sample)(
+            params, cond, jax.random.key(3), x_init, step_noise=step_noise
+        ),
+    }
+    for out in runs.values():
+        _parity(out, io, k)
+    ref = io[f"sample_k{k}_x0_steps"]
     assert np.ptp(ref, axis=1).max() > 0.1  # the iterations really differ
+    # The recorded per-step noise matters: the sampler's own draws miss the reference.
+    own = np.asarray(sampler(params, cond, jax.random.key(1), x_init).x0_steps)
+    np.testing.assert_allclose(own[:, 0], ref[:, 0], atol=TOL, rtol=0)  # before any z
+    assert np.abs(own[:, 1:] - ref[:, 1:]).max() > 100 * TOL
 
 
 # ---------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """DDIM samplers: exactness against hand-computed steps, distribution tests with the
 analytic optimal denoiser, determinism, flip TTA, sharding/pmap agreement, errors."""
 
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -244,6 +246,10 @@ def test_ddim_eta0_is_deterministic(tanh_denoiser):
     r3 = f(0.7, cond, jax.random.key(2), x_T)
     np.testing.assert_array_equal(r1.x0_steps, r2.x0_steps)
     np.testing.assert_array_equal(r1.x0_steps, r3.x0_steps)
+    # eta=0 adds no noise at all: given step noise is ignored, even NaN.
+    nan = jnp.full((2, 5, 2, 17, 3), jnp.nan)
+    r4 = f(0.7, cond, jax.random.key(1), x_T, step_noise=nan)
+    np.testing.assert_array_equal(r1.x0_steps, r4.x0_steps)
     # ...while eta=1 uses the key, and hypotheses (same x_init) get independent noise.
     sto = samplers.make_sampler(
         tanh_denoiser,
@@ -259,6 +265,60 @@ def test_ddim_eta0_is_deterministic(tanh_denoiser):
     s1, s2 = g(0.7, cond, jax.random.key(1), x_T[:, 0]), g(0.7, cond, jax.random.key(2), x_T[:, 0])
     assert not np.allclose(s1.x, s2.x)
     assert not np.allclose(s1.x[:, 0], s1.x[:, 1])
+
+
+def _key_noise(key, B, K, H, E):
+    """What the sampler draws from ``key`` (the documented contract), as explicit noise.
+
+    Returns ``(x_init [B, H, *E], step_noise [B, K, H, *E])``: clip ``b``'s draw at
+    ``fold_in(fold_in(key, j), b)`` with ``j = 0`` the start and ``j = k + 1`` step ``k``.
+    """
+    draw = lambda j, b: jax.random.normal(  # noqa: E731
+        jax.random.fold_in(jax.random.fold_in(key, j), b), (H, *E)
+    )
+    x_init = jnp.stack([draw(0, b) for b in range(B)])
+    steps = jnp.stack([jnp.stack([draw(k + 1, b) for k in range(K)]) for b in range(B)])
+    return x_init, steps
+
+
+@pytest.mark.parametrize("flip_mode", [None, "chain"])
+def test_given_noise_equal_to_the_key_draws_gives_the_key_result(tanh_denoiser, flip_mode):
+    """Passing exactly what the key would draw reproduces the key-driven run bit for bit.
+
+    With ``flip_mode='chain'`` the mirrored chain gets ``flip(z)`` in both cases.
+    The final step (sigma = 0) ignores its row, even NaN; the key is then unused.
+    """
+    B, K, H, E = 3, 3, 2, (17, 3)
+    smp = samplers.make_sampler(
+        _biased_denoiser,
+        COSINE,
+        schedules.make_time_grid("d3dp", 1000, K),
+        event_shape=E,
+        num_hypotheses=H,
+        eta=1.0,
+        clip=1.1,
+        flip_mode=flip_mode,
+        mesh=ONE_DEVICE,
+    )
+    assert smp.coeffs.sigma[-1] == 0 and np.all(smp.coeffs.sigma[:-1] > 0)
+    cond = {"2d": _normal(0, (B, 17, 2))}
+    key = jax.random.key(7)
+    # Drawn under the same XLA options as the sampler: -O0 vs -O2 changes the normal
+    # transform's float32 rounding (FMA contraction) by an ulp.
+    draw = jax.jit(lambda k: _key_noise(k, B, K, H, E), compiler_options=FAST)
+    x_init, step_noise = draw(key)
+    step_noise = step_noise.at[:, -1].set(jnp.nan)
+    f = _jit(smp)
+    drawn = f(jnp.float32(0.6), cond, key)
+    given = f(jnp.float32(0.6), cond, jax.random.key(8), x_init, step_noise=step_noise)
+    # Same noise, same arithmetic; XLA may still fuse the two programs differently
+    # (float32 rounding: a few elements differ by ~1e-7, none at all without flips).
+    np.testing.assert_allclose(given.x0_steps, drawn.x0_steps, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(given.x, drawn.x, atol=1e-6, rtol=0)
+    # The step noise is really used: other noise on step 0 changes steps 1 and 2 only.
+    other = f(jnp.float32(0.6), cond, key, x_init, step_noise=step_noise.at[:, 0].multiply(-1.0))
+    np.testing.assert_allclose(other.x0_steps[:, 0], drawn.x0_steps[:, 0], atol=1e-6, rtol=0)
+    assert np.abs(other.x0_steps[:, 1:] - drawn.x0_steps[:, 1:]).max() > 0.1
 
 
 # ---------------------------------------------------------------------------
@@ -414,6 +474,92 @@ def test_sharded_pmap_and_single_device_agree(tanh_denoiser):
     np.testing.assert_allclose(
         out8.x0_steps[:B], smp.pmap(params, cond8, key).x0_steps[:B], atol=1e-6
     )
+
+
+def test_explicit_noise_sharded_pmap_and_single_device_agree():
+    """Given x_init and step_noise: batch-sharded and padded (B=5 on 8 devices) in the jit
+    path, split along B for pmap, and the same numbers as one device; the key is unused."""
+    B, K, H, E = 5, 3, 2, (17, 3)
+    smp = samplers.make_sampler(
+        _biased_denoiser,
+        COSINE,
+        schedules.make_time_grid("d3dp", 1000, K),
+        event_shape=E,
+        num_hypotheses=H,
+        eta=1.0,
+        clip=1.1,
+        flip_mode="chain",
+        compiler_options=FAST,
+    )  # default mesh: all 8 devices
+    cond = {"2d": _normal(0, (B, 17, 2))}
+    x_init = _normal(1, (B, H, *E))
+    step_noise = _normal(2, (B, K, H, *E))
+    params = jnp.float32(0.6)
+    single = _jit(smp)(params, cond, jax.random.key(0), x_init, step_noise=step_noise)
+    sharded = smp(params, cond, jax.random.key(1), x_init, step_noise=step_noise)
+    pmapped = smp.pmap(params, cond, jax.random.key(2), x_init, step_noise=step_noise)
+    chex.assert_shape(sharded.x0_steps, (B, K, H, *E))
+    np.testing.assert_allclose(sharded.x0_steps, single.x0_steps, atol=1e-6)
+    np.testing.assert_allclose(pmapped.x0_steps, single.x0_steps, atol=1e-6)
+    np.testing.assert_allclose(pmapped.x, single.x, atol=1e-6)
+    # Each clip's result depends on its own rows only: a batch of the last two clips
+    # (another padding, other devices) gives the same numbers for them.
+    tail = smp(
+        params,
+        {"2d": cond["2d"][3:]},
+        jax.random.key(3),
+        x_init[3:],
+        step_noise=step_noise[3:],
+    )
+    np.testing.assert_allclose(tail.x0_steps, single.x0_steps[3:], atol=1e-6)
+    # A divisible batch stays sharded over the mesh; the noise array is sharded like cond.
+    cond8 = {"2d": _normal(0, (8, 17, 2))}
+    noise8 = jax.device_put(_normal(3, (8, K, H, *E)), sharding.batch_sharding(smp.mesh))
+    out8 = smp(params, cond8, jax.random.key(0), _normal(4, (8, H, *E)), step_noise=noise8)
+    assert out8.x.sharding.spec == PartitionSpec("data")
+
+
+def test_step_noise_errors(tanh_denoiser):
+    B, K, H, E = 2, 3, 2, (17, 3)
+    smp = samplers.make_sampler(
+        tanh_denoiser,
+        COSINE,
+        schedules.make_time_grid("d3dp", 1000, K),
+        event_shape=E,
+        num_hypotheses=H,
+        mesh=ONE_DEVICE,
+    )
+    cond = {"2d": jnp.zeros((B, 17, 2))}
+    key = jax.random.key(0)
+    want = r"expected \[B, K, H, \*event\] = \(2, 3, 2, 17, 3\) \(B=2 clips, K=3 steps, H=2"
+    # The likely slip: step-major [K, B, H, *event]; also a wrong K, a missing H, a wrong B.
+    for name, call in [("__call__", smp), ("pmap", smp.pmap), ("sample", smp.sample)]:
+        with pytest.raises(
+            ValueError,
+            match=rf"Sampler\.{name}: argument 'step_noise' has shape \(3, 2, 2, 17, 3\); {want}",
+        ):
+            call(0.7, cond, key, step_noise=np.zeros((K, B, H, *E), np.float32))
+    for shape in [(B, K - 1, H, *E), (B, K, *E), (B + 1, K, H, *E)]:
+        with pytest.raises(ValueError, match=re.escape(f"'step_noise' has shape {shape};")):
+            smp.sample(0.7, cond, key, step_noise=np.zeros(shape, np.float32))
+    with pytest.raises(ValueError, match=r"'step_noise' has dtype int32; expected a float array"):
+        smp.sample(0.7, cond, key, step_noise=np.zeros((B, K, H, *E), np.int32))
+    # Used rows must be finite (the index is reported in full coordinates)...
+    z = np.zeros((B, K, H, *E), np.float32)
+    z[1, 1, 0, 4, 2] = np.inf
+    with pytest.raises(
+        ValueError,
+        match=r"Sampler\.pmap: argument 'step_noise' .* first at index \(1, 1, 0, 4, 2\)",
+    ):
+        smp.pmap(0.7, cond, key, step_noise=z)
+    # ...while the final step's row (sigma = 0) may hold anything (abstract run: no compile).
+    z = np.zeros((B, K, H, *E), np.float32)
+    z[:, -1] = np.nan
+    out = jax.eval_shape(lambda k: smp.sample(0.7, cond, k, step_noise=z), key)
+    assert out.x0_steps.shape == (B, K, H, *E)
+    # Under jit the shape is still checked (traced noise skips only the finiteness check).
+    with pytest.raises(ValueError, match=r"'step_noise' has shape \(2, 3, 17, 3\)"):
+        jax.eval_shape(lambda z: smp.sample(0.7, cond, key, step_noise=z), z[:, :, 0])
 
 
 def test_mesh_helpers():
