@@ -165,6 +165,7 @@ def evaluate(config, workdir: str, *, state=None, system=None) -> dict[str, Any]
     )
     mean_pose_path = workdir / "mean_pose.npy"
     baseline = np.load(mean_pose_path.open("rb")) if mean_pose_path.exists() else None
+    layout = input_pipeline.dataset_skeleton(config.data.dataset)
     results = evaluation.evaluate_hypotheses(
         sample_fn,
         windows,
@@ -172,7 +173,8 @@ def evaluate(config, workdir: str, *, state=None, system=None) -> dict[str, Any]
         batch_size=ecfg.batch_size,
         mode=ecfg.mode,
         weighting=ecfg.weighting,
-        root=skeleton.get_skeleton(input_pipeline.dataset_skeleton(config.data.dataset)).root,
+        root=skeleton.get_skeleton(layout).root,
+        joint_tables=layout == "3dhp",
         max_sequences=ecfg.max_sequences,
         baseline_pose=baseline,
     )

@@ -43,6 +43,53 @@ class _Accumulator:
         )
 
 
+MPI_INF_3DHP_ACTIVITIES = (
+    "Unknown", "Standing/Walking", "Exercising", "Sitting", "Reaching/Crouching",
+    "On The Floor", "Sports", "Miscellaneous",
+)  # fmt: skip
+
+
+@dataclasses.dataclass
+class _JointTables:
+    """3DHP tables: per group, per metric, PCK counts at every threshold and MPJPE sums.
+
+    Groups are sequences ('TS1'..'TS6'), activities and 'All'. Arrays carry the K axis.
+    """
+
+    sums: dict[tuple[str, str], dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
+
+    def add(self, group: str, metric: str, errors_mm: np.ndarray) -> None:
+        """``errors_mm [K, N, 17]``: per-joint errors of N counted frames."""
+        if errors_mm.shape[1] == 0:
+            return
+        thr = np.asarray(metrics.AUC_THRESHOLDS_MM)
+        sel = errors_mm[..., list(metrics.PCK_JOINTS_3DHP)]
+        below = (sel[..., None] < thr).sum(axis=(1, 2)).astype(np.float64)  # [K, 31]
+        entry = self.sums.setdefault(
+            (group, metric),
+            {"below": 0.0, "joints": 0.0, "mpjpe_sum": 0.0, "frames": 0.0},
+        )
+        entry["below"] = entry["below"] + below
+        entry["joints"] += float(sel.shape[1] * sel.shape[2])
+        entry["mpjpe_sum"] = entry["mpjpe_sum"] + errors_mm.mean(axis=-1).sum(axis=1)
+        entry["frames"] += float(errors_mm.shape[1])
+
+    def table(self) -> dict[str, Any]:
+        """``{metric: {group: {'pck': [K], 'auc': [K], 'mpjpe': [K], 'frames': n}}}``."""
+        out: dict[str, Any] = {}
+        thr = np.asarray(metrics.AUC_THRESHOLDS_MM)
+        at_150 = int(np.argmin(np.abs(thr - 150.0)))
+        for (group, metric), e in sorted(self.sums.items()):
+            pck_curve = 100.0 * e["below"] / e["joints"]  # [K, 31]
+            out.setdefault(metric, {})[group] = {
+                "pck": [float(v) for v in pck_curve[:, at_150]],
+                "auc": [float(v) for v in pck_curve.mean(axis=-1)],
+                "mpjpe": [float(v) for v in e["mpjpe_sum"] / e["frames"]],
+                "frames": e["frames"],
+            }
+        return out
+
+
 def _window_weights(w: Mapping[str, Any], weighting: str) -> np.ndarray:
     base = w["reference_weight"] if weighting == "reference" else w["mask"]
     weights = np.asarray(base, np.float32)
@@ -64,6 +111,7 @@ def evaluate_hypotheses(
     baseline_pose: np.ndarray | None = None,
     project_fn: Callable | None = None,
     progress: bool = False,
+    joint_tables: bool = False,
 ) -> dict[str, Any]:
     """Runs ``sample_fn`` over every window and builds the protocol results.
 
@@ -84,6 +132,11 @@ def evaluate_hypotheses(
         as ``baseline_mean_pose_mpjpe_mm``.
       project_fn: projection for JPMA (default ``camera.project_to_2d``).
       progress: print a line per sequence.
+      joint_tables: also build the MPI-INF-3DHP tables (PCK < 150 mm and AUC over the
+        14-joint set, MPJPE over all 17, in mm) per sequence ('subject' of the window:
+        TS1..TS6), per activity (windows' ``activity [N, F]``) and over all frames,
+        from the poses each aggregation selects; every real, valid frame counts once
+        (the ``mask``), as the reference's MATLAB evaluation does.
 
     Returns:
       A JSON-able dict: ``mpjpe_mm`` / ``p_mpjpe_mm`` map ``j_best``, ``p_best``,
@@ -98,6 +151,7 @@ def evaluate_hypotheses(
     if batch_size < 1:
         raise ValueError(f"{fn}: batch_size is {batch_size}; expected >= 1.")
     acc = _Accumulator()
+    joints = _JointTables()
     baseline: dict = {}
     example = None
     num_h = num_k = None
@@ -140,6 +194,8 @@ def evaluate_hypotheses(
                 frames = float(he.num_frames)
                 for metric, err in he.errors.items():
                     acc.add(protocol, metric, action, np.asarray(err) * 1000.0, frames)
+            if joint_tables:
+                _add_joint_tables(joints, w, sl, pred, gt, cam, mode=mode, root=root)
             frames_total += float(weights.sum())
             if baseline_pose is not None:
                 base = np.broadcast_to(np.asarray(baseline_pose, np.float32), gt.shape)
@@ -185,8 +241,59 @@ def evaluate_hypotheses(
     if baseline:
         _, avg = metrics.action_means(baseline)
         results["baseline_mean_pose_mpjpe_mm"] = float(np.asarray(avg).reshape(-1)[0])
+    if joint_tables:
+        results["mpi_inf_3dhp"] = _summarise_joint_tables(joints.table())
     results["example"] = example
     return results
+
+
+def _add_joint_tables(joints: _JointTables, w, sl, pred, gt, cam, *, mode: str, root: int) -> None:
+    counted = np.asarray(w["mask"][sl], bool)
+    if "valid" in w:
+        counted &= np.asarray(w["valid"][sl], bool)
+    if not counted.any():
+        return
+    per_joint = metrics.multi_hypothesis_joint_errors(
+        pred, gt, mode=mode, root=root, weights=counted.astype(np.float32), **cam
+    )
+    sequence = str(w.get("subject", "sequence"))
+    activity = np.asarray(w["activity"][sl]) if "activity" in w else np.zeros(counted.shape, int)
+    for metric, err in per_joint.items():
+        err = np.moveaxis(np.asarray(err, np.float64) * 1000.0, 1, 0)  # [K, b, F, J]
+        joints.add(sequence, metric, err[:, counted])
+        joints.add("All", metric, err[:, counted])
+        for a in np.unique(activity[counted]):
+            name = (
+                MPI_INF_3DHP_ACTIVITIES[int(a)] if 0 <= a < len(MPI_INF_3DHP_ACTIVITIES) else str(a)
+            )
+            joints.add(f"activity:{name}", metric, err[:, counted & (activity == a)])
+
+
+def _summarise_joint_tables(table: dict[str, Any]) -> dict[str, Any]:
+    """Adds the D3DP README's headline: the unweighted mean over the test sequences."""
+    out = {}
+    for metric, groups in table.items():
+        seqs = {g: v for g, v in groups.items() if g != "All" and not g.startswith("activity:")}
+        avg = (
+            {
+                key: [
+                    float(np.mean([v[key][k] for v in seqs.values()]))
+                    for k in range(len(next(iter(seqs.values()))[key]))
+                ]
+                for key in ("pck", "auc", "mpjpe")
+            }
+            if seqs
+            else {}
+        )
+        out[metric] = {
+            "per_sequence": seqs,
+            "per_activity": {
+                g.split(":", 1)[1]: v for g, v in groups.items() if g.startswith("activity:")
+            },
+            "all_frames": groups.get("All"),
+            "sequence_average": avg,
+        }
+    return out
 
 
 # -- writing ---------------------------------------------------------------------------
@@ -211,6 +318,8 @@ def markdown_table(results: Mapping[str, Any]) -> str:
     lines.append("| **Average** | " + " | ".join(f"**{v:.1f}**" for v in avg) + " |")
     if "baseline_mean_pose_mpjpe_mm" in results:
         lines += ["", f"Mean-pose baseline MPJPE: {results['baseline_mean_pose_mpjpe_mm']:.1f} mm"]
+    if "mpi_inf_3dhp" in results:
+        lines += ["", markdown_3dhp(results["mpi_inf_3dhp"])]
     lines += ["", "Action-averaged error at every iteration k:", ""]
     lines.append("| k | " + " | ".join(cols) + " |")
     lines.append("|---" * (len(cols) + 1) + "|")
@@ -222,6 +331,31 @@ def markdown_table(results: Mapping[str, Any]) -> str:
         ]
         lines.append(f"| {k + 1} | " + " | ".join(f"{v:.1f}" for v in vals) + " |")
     return "\n".join(lines) + "\n"
+
+
+def markdown_3dhp(tables: Mapping[str, Any]) -> str:
+    """MPI-INF-3DHP tables at the last iteration: PCK / AUC / MPJPE per sequence and activity."""
+    keys = [m for m in metrics.HYPOTHESIS_METRICS if m in tables]
+    cols = [f"{metrics.metric_label(m)} {q}" for m in keys for q in ("PCK", "AUC", "MPJPE")]
+    lines = [
+        "MPI-INF-3DHP (PCK < 150 mm and AUC over 14 joints, MPJPE over 17, mm):",
+        "",
+        "| group | " + " | ".join(cols) + " |",
+        "|---" * (len(cols) + 1) + "|",
+    ]
+    first = tables[keys[0]]
+    rows = [(g, "per_sequence", g) for g in sorted(first["per_sequence"])]
+    rows += [(f"activity: {g}", "per_activity", g) for g in sorted(first["per_activity"])]
+    for label, block, g in rows:
+        vals = [tables[m][block][g][q][-1] for m in keys for q in ("pck", "auc", "mpjpe")]
+        lines.append(f"| {label} | " + " | ".join(f"{v:.1f}" for v in vals) + " |")
+    if first["all_frames"]:
+        vals = [tables[m]["all_frames"][q][-1] for m in keys for q in ("pck", "auc", "mpjpe")]
+        lines.append("| All frames | " + " | ".join(f"{v:.1f}" for v in vals) + " |")
+    if first["sequence_average"]:
+        vals = [tables[m]["sequence_average"][q][-1] for m in keys for q in ("pck", "auc", "mpjpe")]
+        lines.append("| **Sequence average** | " + " | ".join(f"**{v:.1f}**" for v in vals) + " |")
+    return "\n".join(lines)
 
 
 def csv_table(results: Mapping[str, Any]) -> str:

@@ -626,6 +626,74 @@ def _hypothesis_core(
     return HypothesisErrors(errors=out, num_frames=num_frames)
 
 
+def multi_hypothesis_joint_errors(
+    pred: Any,
+    gt: Any,
+    *,
+    mode: str = "reference",
+    root: int | None = 0,
+    inputs_2d: Any = None,
+    traj: Any = None,
+    intrinsics: Any = None,
+    weights: Any = None,
+    project_fn: Callable[[Array, Array], Array] | None = None,
+) -> dict[str, Array]:
+    """Per-joint errors of the pose each aggregation produces (Protocol 1).
+
+    The same selections as :func:`multi_hypothesis_errors` (P-Best in mode
+    'reference' is chosen once per call, weighted by ``weights``), but the
+    per-joint distances are returned instead of their mean: what the 3DHP
+    PCK/AUC tables are computed from (D3DP writes the selected poses to .mat files
+    and MATLAB measures them joint by joint).
+
+    Args: as :func:`multi_hypothesis_errors` with ``pred [B, K, H, T, J, 3]``.
+
+    Returns:
+      ``{key: [B, K, T, J]}`` for 'j_best', 'p_best', 'p_agg' and (with the JPMA
+      inputs) 'j_agg', in the units of the input.
+    """
+    fn = "multi_hypothesis_joint_errors"
+    _checks.check_choice(fn, "mode", mode, MODES)
+    p_shape = _checks.shape_of(pred)
+    if len(p_shape) != 6 or p_shape[-1] != 3:
+        raise ValueError(f"{fn}: argument 'pred' has shape {p_shape}; expected [B, K, H, T, J, 3].")
+    b, t, j = p_shape[0], p_shape[-3], p_shape[-2]
+    _expect_shape(fn, "gt", gt, (b, t, j, 3), "[B, T, J, 3]")
+    if weights is not None:
+        _expect_shape(fn, "weights", weights, (b, t), "[B, T]")
+    root = None if root is None else int(root) % j
+    return _joint_errors_core(
+        pred, gt, inputs_2d, traj, intrinsics, weights, mode=mode, root=root, project_fn=project_fn
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("mode", "root", "project_fn"))
+def _joint_errors_core(pred, gt, inputs_2d, traj, intrinsics, weights, *, mode, root, project_fn):
+    pred = _zero_root(_as_float(pred), root)  # [B, K, H, T, J, 3]
+    gt = _zero_root(_as_float(gt), root)
+    gt_h = gt[:, None, None]
+    per_joint = _safe_norm(pred - gt_h)  # [B, K, H, T, J]
+    out = {"j_best": jnp.min(per_joint, axis=2)}
+    per_pose = jnp.mean(per_joint, axis=-1)  # [B, K, H, T]
+    if mode == "reference":
+        w_h = None if weights is None else _as_float(weights)[:, None, None, :]
+        pick = jnp.argmin(_weighted_mean(per_pose, w_h, (0, 3)), axis=-1)  # [K]
+        chosen = jnp.take_along_axis(per_joint, pick[None, :, None, None, None], axis=2)
+        out["p_best"] = chosen[:, :, 0]
+    else:
+        pick = jnp.argmin(per_pose, axis=2)[:, :, None, :, None]  # [B, K, 1, T, 1]
+        out["p_best"] = jnp.take_along_axis(per_joint, pick, axis=2)[:, :, 0]
+    out["p_agg"] = _safe_norm(jnp.mean(pred, axis=2) - gt[:, None])
+    if inputs_2d is not None:
+        project = camera.project_to_2d if project_fn is None else project_fn
+        absolute = pred + _as_float(traj)[:, None, None]
+        reproj = project(absolute, _as_float(intrinsics)[:, None, None, None, :])
+        dist_2d = _safe_norm(reproj - _as_float(inputs_2d)[:, None, None])
+        pick = jnp.argmin(dist_2d, axis=2)[:, :, None]
+        out["j_agg"] = jnp.take_along_axis(per_joint, pick, axis=2)[:, :, 0]
+    return out
+
+
 def _expect_shape(fn: str, name: str, x: Any, shape: tuple[int, ...], desc: str) -> None:
     got = _checks.shape_of(x)
     if got != tuple(shape):

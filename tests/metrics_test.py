@@ -562,3 +562,23 @@ def test_bad_inputs_raise_with_useful_messages():
         metrics.metric_label("oracle")
     with pytest.raises(ValueError, match=r"'actions' has 1 labels; expected .* 2"):
         metrics.accumulate_by_action([1.0, 2.0], ["Walking"])
+
+
+@pytest.mark.parametrize("mode", ["reference", "per_pose"])
+def test_joint_errors_average_to_the_hypothesis_errors(mode):
+    rng = np.random.default_rng(7)
+    pred = rng.normal(size=(2, 3, 4, 5, 17, 3)).astype(np.float32)
+    gt = rng.normal(size=(2, 5, 17, 3)).astype(np.float32)
+    cam = dict(
+        inputs_2d=rng.normal(size=(2, 5, 17, 2)).astype(np.float32),
+        traj=(rng.normal(size=(2, 5, 1, 3)) + [0, 0, 5.0]).astype(np.float32),
+        intrinsics=np.tile(np.float32([2.2, 2.2, 0.02, 0.03, 0, 0, 0, 0, 0]), (2, 1)),
+    )
+    w = rng.uniform(size=(2, 5)).astype(np.float32)
+    per_joint = metrics.multi_hypothesis_joint_errors(pred, gt, mode=mode, weights=w, **cam)
+    means = metrics.multi_hypothesis_errors(pred, gt, mode=mode, weights=w, **cam).errors
+    assert set(per_joint) == set(means)
+    for key, v in per_joint.items():
+        assert v.shape == (2, 3, 5, 17)
+        mean = (np.asarray(v).mean(-1) * w[:, None]).sum((0, 2)) / w.sum()
+        np.testing.assert_allclose(mean, means[key], rtol=1e-5, atol=1e-6)
