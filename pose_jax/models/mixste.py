@@ -78,7 +78,7 @@ class MixSTEDenoiser(nn.Module):
         Returns:
           ``[N, F, J, out_dim]`` predicted x0.
         """
-        fn = "MixSTEDenoiser"
+        fn = type(self).__name__
         if "pose_2d" not in cond:
             raise ValueError(f"{fn}: cond needs key 'pose_2d'; got keys {sorted(cond)}.")
         x2d = cond["pose_2d"]
@@ -97,6 +97,7 @@ class MixSTEDenoiser(nn.Module):
             )
         _checks.check_trailing(fn, "t", t, (n,))
         deterministic = not train
+        cond = self.prepare_condition(cond, n, deterministic=deterministic)
         c = self.embed_dim
         rates = np.linspace(0.0, self.drop_path_rate, self.depth)
 
@@ -104,7 +105,8 @@ class MixSTEDenoiser(nn.Module):
         x = layers.TorchDense(c, dtype=self.dtype, name="joint_embed")(x)
         x = x + self.param("spatial_pos_embed", nn.initializers.zeros, (1, 1, j, c))
         temb = layers.TimeEmbedding(c, 2 * c, c, dtype=self.dtype, name="time_embed")(t)
-        x = x + temb[:, None, None, :]
+        emb = self.token_conditioning(temb, cond)
+        x = x + emb[:, None, None, :]
         x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
 
         spatial_norm = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="spatial_norm")
@@ -119,6 +121,7 @@ class MixSTEDenoiser(nn.Module):
             )
             x = spatial_norm(x).reshape(n, f, j, c)
             if i == 0:
+                x = self.after_first_spatial(x, emb, cond, deterministic=deterministic)
                 x = x + temporal_pos[:, :f]
                 x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
             # Temporal attention over frames: [N*J, F, C].
@@ -129,3 +132,30 @@ class MixSTEDenoiser(nn.Module):
         x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="head_norm")(x)
         out = layers.TorchDense(self.out_dim, dtype=self.dtype, name="head")(x)
         return out.astype(jnp.float32)
+
+    # -- Hooks for conditioned variants (FinePOSE). D3DP's own are no-ops without
+    # parameters, so its parameter tree and outputs do not depend on them. They run
+    # inside ``__call__``'s compact scope: submodules they create are children of
+    # this module (name them explicitly).
+
+    def prepare_condition(
+        self, cond: Mapping[str, Array], n: int, *, deterministic: bool
+    ) -> Mapping[str, Array]:
+        """Validates/derives extra conditioning once per call; ``n`` is the batch ``N``."""
+        del n, deterministic
+        return cond
+
+    def token_conditioning(self, temb: Array, cond: Mapping[str, Array]) -> Array:
+        """``[N, C]`` embedding added to every token (D3DP: the timestep embedding)."""
+        del cond
+        return temb
+
+    def after_first_spatial(
+        self, x: Array, emb: Array, cond: Mapping[str, Array], *, deterministic: bool
+    ) -> Array:
+        """Stage after spatial block 0 and its norm, before the temporal positions.
+
+        ``x: [N, F, J, C]``, ``emb: [N, C]`` (the output of :meth:`token_conditioning`).
+        """
+        del emb, cond, deterministic
+        return x
