@@ -90,6 +90,32 @@ class _JointTables:
         return out
 
 
+_WINDOW_KEYS = ("pose_2d", "pose_3d", "traj", "reference_weight", "mask", "valid", "activity")
+_ZERO_WHEN_PADDED = ("reference_weight", "mask", "valid")
+
+
+def _pad_windows(w: Mapping[str, Any], batch_size: int) -> dict[str, Any]:
+    """Pads a sequence's windows to a multiple of ``batch_size`` with zero-weight copies.
+
+    Every sampler and metric call then sees one batch shape, so each compiles once
+    instead of once per distinct remainder; padded windows count for nothing.
+    """
+    n = int(np.shape(w["pose_2d"])[0])
+    extra = -n % batch_size
+    if extra == 0:
+        return dict(w)
+    out = dict(w)
+    for k in _WINDOW_KEYS:
+        if k not in w:
+            continue
+        a = np.asarray(w[k])
+        pad = np.repeat(a[-1:], extra, axis=0)
+        if k in _ZERO_WHEN_PADDED:
+            pad = np.zeros_like(pad)
+        out[k] = np.concatenate([a, pad], axis=0)
+    return out
+
+
 def _window_weights(w: Mapping[str, Any], weighting: str) -> np.ndarray:
     base = w["reference_weight"] if weighting == "reference" else w["mask"]
     weights = np.asarray(base, np.float32)
@@ -161,6 +187,7 @@ def evaluate_hypotheses(
         if max_sequences and s >= max_sequences:
             break
         action = metrics.canonical_action(w["action_name"])
+        w = _pad_windows(w, batch_size)
         n = int(np.shape(w["pose_2d"])[0])
         weights_all = _window_weights(w, weighting)
         seq_key = jax.random.fold_in(key, s)
