@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 
 from pose_jax import _checks
+from pose_jax.models.gcn import GCNDiff, GraFormer, MonoMotionDiff
 from pose_jax.models.mixste import MixSTEDenoiser
 
 # name -> (module class, keyword arguments). Sizes: the papers' and CPU-sized ones.
@@ -22,6 +23,22 @@ _VARIANTS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
     "d3dp": (MixSTEDenoiser, dict(embed_dim=512, depth=8, num_heads=8, mlp_ratio=2.0)),
     "d3dp_small": (MixSTEDenoiser, dict(embed_dim=128, depth=4, num_heads=8, mlp_ratio=2.0)),
     "d3dp_tiny": (MixSTEDenoiser, dict(embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.0)),
+    # DiffPose / monoMotionDiff (REFERENCE.md 4.2, 5, 6.2). The GraFormer lifter and the
+    # video initialiser (MixSTE run deterministically) are initialisers, not denoisers.
+    "graformer": (GraFormer, dict(hidden=96, num_layers=5, num_heads=4, dropout=0.25)),
+    "graformer_tiny": (GraFormer, dict(hidden=16, num_layers=2, num_heads=2, dropout=0.25)),
+    "gcndiff": (GCNDiff, dict(hidden=96, num_layers=5, num_heads=4, dropout=0.25)),
+    "gcndiff_tiny": (GCNDiff, dict(hidden=16, num_layers=2, num_heads=2, dropout=0.25)),
+    "mmdiff": (MonoMotionDiff, dict(hidden=96, num_layers=5, num_heads=4, dropout=0.25)),
+    "mmdiff_tiny": (MonoMotionDiff, dict(hidden=16, num_layers=2, num_heads=2, dropout=0.25)),
+    "mixste_lifter": (
+        MixSTEDenoiser,
+        dict(embed_dim=512, depth=8, num_heads=8, mlp_ratio=2.0, drop_path_rate=0.0),
+    ),
+    "mixste_lifter_tiny": (
+        MixSTEDenoiser,
+        dict(embed_dim=32, depth=2, num_heads=4, mlp_ratio=2.0, drop_path_rate=0.0),
+    ),
 }
 
 
