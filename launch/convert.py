@@ -4,6 +4,8 @@ r"""Converts a reference (PyTorch) checkpoint into pose_jax params, saved with o
       --output=/models/d3dp_h36m
   python -m launch.convert --model=d3dp --checkpoint=tests/fixtures/d3dp_tiny_checkpoint.npz \
       --output=/tmp/d3dp_tiny
+  python -m launch.convert --model=diffpose_lifter --checkpoint=/ckpt/gcn_xyz_cpn.pth \
+      --output=/models/gcn_xyz_cpn      # DiffPose lists: --checkpoint_key=4 takes the EMA
 
 Writes ``OUTPUT/params`` (an orbax StandardSave of the params dict) and
 ``OUTPUT/config.json`` (``{'model', 'model_kwargs', 'diffusion', ...}``); build
@@ -21,10 +23,17 @@ from typing import Any
 
 from absl import app, flags, logging
 
-_MODEL = flags.DEFINE_enum("model", None, ["d3dp"], "Reference system the checkpoint comes from.")
+_MODEL = flags.DEFINE_enum(
+    "model",
+    None,
+    ["d3dp", "diffpose_gcndiff", "diffpose_lifter", "diffpose_video_mixste", "mmdiff"],
+    "Reference system the checkpoint comes from.",
+)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "PyTorch checkpoint (.bin/.pth) or .npz.")
 _OUTPUT = flags.DEFINE_string("output", None, "Directory to write params/ and config.json into.")
-_NUM_HEADS = flags.DEFINE_integer("num_heads", 8, "Attention heads (not visible in any shape).")
+_NUM_HEADS = flags.DEFINE_integer(
+    "num_heads", None, "Attention heads (not visible in any shape); default per model."
+)
 _KEY = flags.DEFINE_string(
     "checkpoint_key", None, "Entry holding the state dict; default per model."
 )
@@ -46,7 +55,7 @@ def convert(
     checkpoint: str,
     output: str,
     *,
-    num_heads: int = 8,
+    num_heads: int | None = None,
     checkpoint_key: str | None = None,
     trust_pickle: bool = False,
     overwrite: bool = False,
@@ -63,8 +72,13 @@ def convert(
 
     convert_fn, default_key = convert_lib.get_converter(model)
     key = default_key if checkpoint_key is None else checkpoint_key
+    if isinstance(key, str) and key.isdigit():
+        key = int(key)  # an entry of a list checkpoint (DiffPose: 0 raw weights, 4 EMA)
+    if isinstance(key, int) and os.fspath(checkpoint).endswith(".npz"):
+        key = str(key)  # lists are flattened into .npz as '0/...', '4/...'
     state_dict = convert_lib.load_checkpoint(checkpoint, key=key, trust_pickle=trust_pickle)
-    params, config = convert_fn(state_dict, num_heads=num_heads)
+    extra = {} if num_heads is None else {"num_heads": num_heads}
+    params, config = convert_fn(state_dict, **extra)
     config = {**config, "source_checkpoint": os.fspath(checkpoint)}
 
     out = _path(output)
