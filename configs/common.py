@@ -106,6 +106,35 @@ def d3dp_base() -> ml_collections.ConfigDict:
     return c
 
 
+def finepose_base(mode: str = "reference") -> ml_collections.ConfigDict:
+    """FinePOSE on Human3.6M (REFERENCE.md 2.7): D3DP's settings plus the prompt branch.
+
+    ``mode='reference'`` is the released code (frozen context vectors, the ground-truth
+    action at test time, the training batch's prompt-row tiling); ``'paper'`` trains
+    the context vectors, gives each clip its own prompt and drops the action word
+    (10%) so that label-free evaluation (``eval.action_source='none'``) is trained.
+    """
+    if mode not in ("reference", "paper"):
+        raise ValueError(f"mode={mode!r}; expected 'reference' or 'paper'.")
+    c = d3dp_base()
+    c.system = "finepose"
+    c.model.name = "finepose"
+    c.model.mode = mode
+    # CLIP ViT-B/32 weights: OpenAI's ViT-B-32.pt, a FinePOSE checkpoint, an .npz state
+    # dict or a launch.convert output. None: seeded random CLIP (smoke tests only).
+    c.model.clip_weights = ml_collections.FieldReference(None, field_type=str)
+    c.model.frozen_seed = 0  # frozen leaves drawn when no weights are given
+    c.model.prompt_groups = 1  # reference mode: DataParallel chunks of the row tiling
+    c.model.action_dropout = 0.1 if mode == "paper" else 0.0
+    c.model.agnostic_word = "unknown"
+    c.train.num_epochs = 100  # main.py (CPN); main_gt.py trains 120
+    c.train.batch_keys = ("pose_3d", "pose_2d", "action")
+    c.eval.num_hypotheses = 20  # FinePOSE README: H=20, K=10
+    c.eval.num_iterations = 10
+    c.eval.action_source = "ground_truth"  # or 'none': the action-agnostic prompt
+    return c
+
+
 def shrink_for_cpu(c: ml_collections.ConfigDict) -> None:
     """``runlocal``: a model and run small enough for a 2-core CPU smoke test."""
     c.model.name = "d3dp_tiny"

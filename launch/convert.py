@@ -100,6 +100,7 @@ def main(argv: Sequence[str]) -> None:
         _CHECKPOINT.value,
         _OUTPUT.value,
         num_heads=_NUM_HEADS.value,
+        clip_heads=_CLIP_HEADS.value,
         checkpoint_key=_KEY.value,
         trust_pickle=_TRUST.value,
         overwrite=_OVERWRITE.value,

@@ -163,6 +163,9 @@ def evaluate(config, workdir: str, *, state=None, system=None) -> dict[str, Any]
         data_dir=data_dir(config),
         window=config.data.num_frames,
     )
+    if hasattr(sample_fn, "bind_sequence"):
+        # Per-sequence conditioning (FinePOSE's action): told before each sequence.
+        windows = _bind_sequences(windows, sample_fn.bind_sequence)
     mean_pose_path = workdir / "mean_pose.npy"
     baseline = np.load(mean_pose_path.open("rb")) if mean_pose_path.exists() else None
     layout = input_pipeline.dataset_skeleton(config.data.dataset)
@@ -186,11 +189,20 @@ def evaluate(config, workdir: str, *, state=None, system=None) -> dict[str, Any]
         flip_tta=bool(ecfg.flip_tta),
         eta=float(ecfg.eta),
     )
+    if hasattr(system, "protocol_info"):
+        results["protocol"].update(system.protocol_info(ecfg))
     if jax.process_index() == 0:
         evaluation.write_results(results, workdir / "eval", plots=ecfg.plots)
         print(evaluation.markdown_table(results))
         print(f"wrote {workdir / 'eval'}")
     return {k: v for k, v in results.items() if k != "example"} | {"example": results["example"]}
+
+
+def _bind_sequences(windows, bind):
+    """Yields ``windows``, calling ``bind(window)`` before each is handed on."""
+    for w in windows:
+        bind(w)
+        yield w
 
 
 def dump(results: dict) -> str:

@@ -366,3 +366,50 @@ def _check_against_model(params: dict, model_kwargs: dict, fn: str) -> None:
         cond,
     )
     common.check_tree_matches(params, expected, fn=fn)
+
+
+def load_clip_text_params(path: str) -> tuple[dict, dict[str, Any]]:
+    """CLIP text-tower params from a file, for ``config.model.clip_weights``.
+
+    Accepts: a ``launch.convert --model=finepose`` output directory (its
+    ``params/prompt/clip_text``); an ``.npz`` state dict (OpenAI CLIP keys, or a
+    FinePOSE ``model_pos`` flattened with ``/``); a PyTorch file holding an OpenAI
+    CLIP state dict or a FinePOSE checkpoint (needs torch); OpenAI's TorchScript
+    release (``ViT-B-32.pt``) is read with ``torch.jit.load``.
+
+    Returns:
+      ``(params, cfg)`` as :func:`convert_clip_text_state_dict`.
+    """
+    import os
+
+    if os.path.isdir(path):
+        import orbax.checkpoint as ocp
+        from etils import epath
+
+        with ocp.StandardCheckpointer() as ckptr:
+            params = ckptr.restore(epath.Path(os.path.abspath(path)) / "params")
+        clip = params.get("prompt", {}).get("clip_text") if isinstance(params, dict) else None
+        if clip is None:
+            raise ValueError(f"load_clip_text_params: {path!r} holds no prompt/clip_text params.")
+        clip = jax_to_numpy(clip)
+        return clip, {"source": path}
+    if path.endswith(".npz"):
+        return convert_clip_text_state_dict(common.load_npz_checkpoint(path))
+    try:
+        sd = common.load_torch_checkpoint(path)
+    except (RuntimeError, ValueError) as e:
+        import torch
+
+        try:
+            sd = {k: v.float().numpy() for k, v in torch.jit.load(path, map_location="cpu")
+                  .state_dict().items()}  # fmt: skip
+        except Exception:
+            raise e from None
+    return convert_clip_text_state_dict(sd)
+
+
+def jax_to_numpy(tree: Any) -> Any:
+    """Nested dict of arrays -> the same of numpy arrays."""
+    if isinstance(tree, Mapping):
+        return {k: jax_to_numpy(v) for k, v in tree.items()}
+    return np.asarray(tree)

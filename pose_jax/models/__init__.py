@@ -16,13 +16,28 @@ import jax
 
 from pose_jax import _checks
 from pose_jax.models.gcn import GCNDiff, GraFormer, MonoMotionDiff
+from pose_jax.models.finepose import FinePOSEDenoiser
 from pose_jax.models.mixste import MixSTEDenoiser
+
+# CPU-sized FinePOSE: every width reduced, CLIP's vocabulary kept (the prompts' token ids).
+_FINEPOSE_TINY = dict(
+    embed_dim=32, depth=2, num_heads=4, mlp_ratio=2.0, text_width=32, clip_layers=1,
+    clip_heads=2, text_layers=1, text_ffn_dim=64,
+)  # fmt: skip
 
 # name -> (module class, keyword arguments). Sizes: the papers' and CPU-sized ones.
 _VARIANTS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
     "d3dp": (MixSTEDenoiser, dict(embed_dim=512, depth=8, num_heads=8, mlp_ratio=2.0)),
     "d3dp_small": (MixSTEDenoiser, dict(embed_dim=128, depth=4, num_heads=8, mlp_ratio=2.0)),
     "d3dp_tiny": (MixSTEDenoiser, dict(embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.0)),
+    # FinePOSE (REFERENCE.md 2.7): D3DP's backbone + prompt branch; CLIP ViT-B/32 text tower.
+    "finepose": (FinePOSEDenoiser, dict(embed_dim=512, depth=8, num_heads=8, mlp_ratio=2.0)),
+    "finepose_3dhp": (
+        FinePOSEDenoiser,
+        dict(embed_dim=512, depth=8, num_heads=8, mlp_ratio=2.0, prompt_layout="3dhp"),
+    ),
+    "finepose_tiny": (FinePOSEDenoiser, dict(_FINEPOSE_TINY)),
+    "finepose_3dhp_tiny": (FinePOSEDenoiser, dict(_FINEPOSE_TINY, prompt_layout="3dhp")),
     # DiffPose / monoMotionDiff (REFERENCE.md 4.2, 5, 6.2). The GraFormer lifter and the
     # video initialiser (MixSTE run deterministically) are initialisers, not denoisers.
     "graformer": (GraFormer, dict(hidden=96, num_layers=5, num_heads=4, dropout=0.25)),

@@ -127,7 +127,7 @@ class ClipTokenizer:
             )
         with gzip.open(path, "rt", encoding="utf-8") as f:
             lines = f.read().split("\n")
-        merges = [tuple(line.split()) for line in lines[1 : NUM_MERGES + 1]]
+        merges = [tuple(line.split()) for line in lines[1 : NUM_MERGES + 1] if line.strip()]
         self.byte_encoder = bytes_to_unicode()
         symbols = list(self.byte_encoder.values())
         vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]

@@ -1,0 +1,1 @@
+"""Converter tests (a package: module basenames repeat in tests/models, tests/systems)."""

@@ -1,0 +1,1 @@
+"""System tests (a package: module basenames repeat in tests/models, tests/convert)."""
