@@ -26,13 +26,16 @@ from absl import app, flags, logging
 _MODEL = flags.DEFINE_enum(
     "model",
     None,
-    ["d3dp", "diffpose_gcndiff", "diffpose_lifter", "diffpose_video_mixste", "mmdiff"],
+    ["d3dp", "finepose", "diffpose_gcndiff", "diffpose_lifter", "diffpose_video_mixste", "mmdiff"],
     "Reference system the checkpoint comes from.",
 )
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "PyTorch checkpoint (.bin/.pth) or .npz.")
 _OUTPUT = flags.DEFINE_string("output", None, "Directory to write params/ and config.json into.")
 _NUM_HEADS = flags.DEFINE_integer(
     "num_heads", None, "Attention heads (not visible in any shape); default per model."
+)
+_CLIP_HEADS = flags.DEFINE_integer(
+    "clip_heads", None, "FinePOSE: CLIP text heads; default width // 64 (8 for ViT-B/32)."
 )
 _KEY = flags.DEFINE_string(
     "checkpoint_key", None, "Entry holding the state dict; default per model."
@@ -56,6 +59,7 @@ def convert(
     output: str,
     *,
     num_heads: int | None = None,
+    clip_heads: int | None = None,
     checkpoint_key: str | None = None,
     trust_pickle: bool = False,
     overwrite: bool = False,
@@ -77,7 +81,9 @@ def convert(
     if isinstance(key, int) and os.fspath(checkpoint).endswith(".npz"):
         key = str(key)  # lists are flattened into .npz as '0/...', '4/...'
     state_dict = convert_lib.load_checkpoint(checkpoint, key=key, trust_pickle=trust_pickle)
-    extra = {} if num_heads is None else {"num_heads": num_heads}
+    extra = {} if clip_heads is None else {"clip_heads": clip_heads}
+    if num_heads is not None:
+        extra["num_heads"] = num_heads
     params, config = convert_fn(state_dict, **extra)
     config = {**config, "source_checkpoint": os.fspath(checkpoint)}
 
