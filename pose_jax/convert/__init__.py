@@ -22,27 +22,27 @@ from pose_jax.convert.common import (
 )
 from pose_jax.convert.d3dp import DIFFUSION_BUFFERS as D3DP_DIFFUSION_BUFFERS
 from pose_jax.convert.d3dp import convert_d3dp_state_dict
-from pose_jax.convert.finepose import (
-    convert_clip_text_state_dict,
-    convert_finepose_state_dict,
-    load_clip_text_params,
-)
 from pose_jax.convert.diffpose import (
     convert_diffpose_video_mixste_state_dict,
     convert_gcndiff_state_dict,
     convert_graformer_state_dict,
     convert_mmdiff_state_dict,
 )
+from pose_jax.convert.finepose import (
+    convert_clip_text_state_dict,
+    convert_finepose_state_dict,
+    load_clip_text_params,
+)
 
 # name -> (converter, key of the state dict inside the reference's checkpoint file)
 _CONVERTERS: dict[str, tuple[Callable, str | int | None]] = {
     "d3dp": (convert_d3dp_state_dict, "model_pos"),
-    "finepose": (convert_finepose_state_dict, "model_pos"),
     # DiffPose / monoMotionDiff runners save [model_sd, optim_sd, epoch, step, ema_shadow].
     "diffpose_gcndiff": (convert_gcndiff_state_dict, 0),
     "diffpose_lifter": (convert_graformer_state_dict, 0),  # gcn_xyz_*.pth
     "diffpose_video_mixste": (convert_diffpose_video_mixste_state_dict, "model_pos"),
     "mmdiff": (convert_mmdiff_state_dict, 0),
+    "finepose": (convert_finepose_state_dict, "model_pos"),
 }
 
 
@@ -63,8 +63,8 @@ __all__ = [
     "available_converters",
     "convert_clip_text_state_dict",
     "convert_d3dp_state_dict",
-    "convert_finepose_state_dict",
     "convert_diffpose_video_mixste_state_dict",
+    "convert_finepose_state_dict",
     "convert_gcndiff_state_dict",
     "convert_graformer_state_dict",
     "convert_mmdiff_state_dict",

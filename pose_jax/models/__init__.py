@@ -15,8 +15,8 @@ import flax.linen as nn
 import jax
 
 from pose_jax import _checks
-from pose_jax.models.gcn import GCNDiff, GraFormer, MonoMotionDiff
 from pose_jax.models.finepose import FinePOSEDenoiser
+from pose_jax.models.gcn import GCNDiff, GraFormer, MonoMotionDiff
 from pose_jax.models.mixste import MixSTEDenoiser
 
 # CPU-sized FinePOSE: every width reduced, CLIP's vocabulary kept (the prompts' token ids).

@@ -5,8 +5,8 @@ evaluation only see ``loss_fn(params, batch, rng)`` and a sampler.
 """
 
 from pose_jax.systems.d3dp import D3DPSystem
-from pose_jax.systems.finepose import FinePOSESystem
 from pose_jax.systems.diffpose import DiffPoseSystem
+from pose_jax.systems.finepose import FinePOSESystem
 
 # DiffPose frame / video and monoMotionDiff are one refinement system; the config
 # picks the parts (REFERENCE.md 4-6), the name says which reference a run follows.
