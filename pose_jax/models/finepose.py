@@ -84,7 +84,7 @@ def prompt_length(layout: str) -> int:
 
 
 class PromptEncoderLayer(nn.Module):
-    """``nn.TransformerEncoderLayer`` defaults: post-norm, ReLU replaced by GELU here.
+    """``nn.TransformerEncoderLayer(activation='gelu')`` with its defaults: post-norm.
 
     ``x = LN1(x + SA(x))``; ``x = LN2(x + W2 GELU(W1 x))``, eps 1e-5, no mask.
     ``x: [N, L, D]`` (batch-first; the reference is sequence-first, same maths).

@@ -456,7 +456,11 @@ class _EvalSampleFn:
                 p, system.prompt_ids(ids), frozen=fz, clip_table=table
             )
         )
-        self._args = (params, system.frozen, system.clip_table)
+        frozen = system.frozen
+        if system.mode == "reference":  # CLIP's output is tabulated: only ctx is needed
+            frozen = {"prompt": {k: v for k, v in frozen["prompt"].items() if k != CLIP_KEY}}
+        # On the device once, not copied from the host at every batch.
+        self._args = jax.device_put((params, frozen, system.clip_table))
         self._action: int | None = None
 
     def bind_sequence(self, window: Mapping[str, Any]) -> None:
