@@ -84,7 +84,11 @@ def train_and_evaluate(config, workdir: str, *, evaluate_after: bool = True) -> 
         single_frame=config.data.get("single_frame", False),
         worker_count=config.data.worker_count,
     )
-    clips = input_pipeline.count_train_clips(store, config.data.num_frames, config.data.flip)
+    single_frame = config.data.get("single_frame", False)
+    # Single-frame batches draw frames, whatever the evaluation window data.num_frames is.
+    clips = input_pipeline.count_train_clips(
+        store, 1 if single_frame else config.data.num_frames, config.data.flip
+    )
     steps_per_epoch = max(1, clips // config.data.batch_size)
     init_batch = next(
         input_pipeline.make_train_iterator(
@@ -97,6 +101,21 @@ def train_and_evaluate(config, workdir: str, *, evaluate_after: bool = True) -> 
         )
     )
     system = make_system(config)
+    if hasattr(system, "with_data_statistics"):
+        # Systems that fit something to the training split (DiffPose's GMM noise). The
+        # same unsharded, seeded stream on every process, so every process fits the same.
+        system = system.with_data_statistics(
+            input_pipeline.make_train_iterator(
+                store,
+                batch_size=local_batch,
+                chunk_length=config.data.num_frames,
+                flip="none",
+                seed=config.train.seed,
+                single_frame=single_frame,
+                shard_index=0,
+                shard_count=1,
+            )
+        )
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))

@@ -154,6 +154,13 @@ def load_params(path: str, *, use_ema: bool = False) -> Any:
     )
 
 
+def _as_dict(d) -> dict:
+    """A plain dict from a ConfigDict, a mapping or None."""
+    if d is None:
+        return {}
+    return dict(d.to_dict() if hasattr(d, "to_dict") else d)
+
+
 def _check_params_like(fn: str, what: str, params: Any, expected: Any) -> None:
     got = jax.tree.map(lambda a: tuple(np.shape(a)), params)
     want = jax.tree.map(lambda a: tuple(a.shape), expected)
@@ -233,19 +240,18 @@ class DiffPoseSystem:
     def from_config(cls, config: Any, *, skeleton: str = "h36m") -> DiffPoseSystem:
         """Builds the system from ``config.model`` / ``diffusion`` / ``data``.
 
-        ``config.model``: ``stage``, ``name`` (denoiser), ``lifter`` (initialiser),
-        ``lifter_kwargs``, ``lifter_path``, ``lifter_use_ema``.
+        ``config.model``: ``stage``, ``name`` (denoiser) and ``kwargs`` (its overrides),
+        ``lifter`` (initialiser), ``lifter_kwargs``, ``lifter_path``, ``lifter_use_ema``.
         ``config.diffusion``: ``schedule``, ``num_steps``, ``noise_scale``,
         ``uv_noise``, ``gmm_*``, ``train_uv``, ``reroot_init``.
         """
         m, d = config.model, config.diffusion
-        lifter_kwargs = m.get("lifter_kwargs") or {}
-        lifter_kwargs = dict(getattr(lifter_kwargs, "to_dict", lambda: lifter_kwargs)())
+        lifter_kwargs = _as_dict(m.get("lifter_kwargs"))
         initializer = make_initializer(get_model(m.lifter, **lifter_kwargs))
         system = cls(
             stage=m.stage,
             initializer=initializer,
-            denoiser=make_model_fns(get_model(m.name)),
+            denoiser=make_model_fns(get_model(m.name, **_as_dict(m.get("kwargs")))),
             schedule=diffusion.make_schedule(d.schedule, d.num_steps),
             noise_scale=tuple(float(s) for s in d.noise_scale),
             uv_noise=d.uv_noise,
@@ -482,6 +488,20 @@ class DiffPoseSystem:
         out = out - out[..., self.root : self.root + 1, :]
         k, h = out.shape[1:3]
         return jnp.moveaxis(out.reshape(b, f, k, h, j, 3), 1, 3)
+
+    def protocol_info(self, eval_config: Any) -> dict[str, Any]:
+        """What the evaluation tables should record about this system's sampling."""
+        info: dict[str, Any] = {
+            "stage": self.stage,
+            "init_flip_tta": bool(eval_config.get("init_flip_tta", False)),
+            "reroot_init": self.reroot_init,
+        }
+        if self.stage == "diffusion":
+            grid = diffusion.make_time_grid(
+                "diffpose", int(eval_config.num_timesteps), int(eval_config.num_iterations)
+            )
+            info["time_grid"] = grid.tolist()  # (t, t_next) steps; starts at grid[0][0]
+        return info
 
     def make_eval_sample_fn(self, eval_config: Any, params: Any, *, num_frames: int):
         """``sample_fn(pose_2d [b, F, J, 2], key) -> [b, K, H, F, J, 3]`` metres.
