@@ -101,6 +101,20 @@ def prompt_tokens(layout: str, action: str | None = None) -> tuple[np.ndarray, i
     return np.stack(rows).astype(np.int32), pool
 
 
+def frozen_names(mode: str, layout: str) -> tuple[str, ...]:
+    """Leaves of ``params['prompt']`` not trained in ``mode`` (CLIP; + ctx in reference)."""
+    if mode == "reference":
+        return (CLIP_KEY, *(f"ctx_{s}" for s, _ in PROMPT_LAYOUTS[layout]))
+    return (CLIP_KEY,)
+
+
+def split_params(full_params: Mapping[str, Any], mode: str, layout: str) -> tuple[dict, dict]:
+    """``(trainable, frozen)`` of a full FinePOSE tree (e.g. a converted checkpoint's);
+    ``frozen`` is what :meth:`FinePOSESystem.from_config` takes as ``frozen_params``."""
+    trainable, frozen = _split(full_params, frozen_names(mode, layout))
+    return trainable, jax.tree.map(np.asarray, frozen)
+
+
 def _split(tree: Mapping[str, Any], frozen_names: tuple[str, ...]) -> tuple[dict, dict]:
     """``(trainable, frozen)``: ``params["prompt"][name]`` moved out for ``frozen_names``."""
     trainable = dict(tree)
@@ -220,10 +234,7 @@ class FinePOSESystem(D3DPSystem):
     @property
     def frozen_names(self) -> tuple[str, ...]:
         """Leaves of ``params['prompt']`` that are not trained in this mode."""
-        if self.mode == "reference":
-            ctx = tuple(f"ctx_{s}" for s, _ in PROMPT_LAYOUTS[self.model.module.prompt_layout])
-            return (CLIP_KEY, *ctx)
-        return (CLIP_KEY,)
+        return frozen_names(self.mode, self.model.module.prompt_layout)
 
     def with_full_params(self, full_params: Any) -> tuple[FinePOSESystem, Any]:
         """``(system, trainable)`` for a full tree (e.g. ``convert_finepose_state_dict``'s).
@@ -231,8 +242,7 @@ class FinePOSESystem(D3DPSystem):
         The returned system uses that tree's CLIP (and context vectors), so a
         converted reference checkpoint samples with its own frozen weights.
         """
-        trainable, frozen = _split(full_params, self.frozen_names)
-        frozen = jax.tree.map(np.asarray, frozen)
+        trainable, frozen = split_params(full_params, self.mode, self.model.module.prompt_layout)
         system = dataclasses.replace(self, frozen=frozen, clip_source="checkpoint")
         return system._with_clip_table(), trainable
 
@@ -329,12 +339,18 @@ class FinePOSESystem(D3DPSystem):
         action = batch.get("action")
         if action is None:  # 3DHP: the prompt has no action segment
             action = jnp.full(batch["pose_3d"].shape[:1], -1, jnp.int32)
-        ids = self.prompt_ids(action)
-        if self.mode == "paper" and self.action_dropout > 0:
-            drop = jax.random.bernoulli(k_drop, self.action_dropout, ids.shape)
-            ids = jnp.where(drop, self.agnostic_id, ids)
+        ids = self.training_prompt_ids(action, k_drop)
         feats = self.prompt_features(params, ids, train=True, rng=k_text)
         return super().loss_fn(params, {**batch, **feats}, rng)
+
+    def training_prompt_ids(self, action: Array, key: Array) -> Array:
+        """Prompt rows of a training batch: paper mode swaps in the agnostic prompt
+        with probability ``action_dropout`` per clip."""
+        ids = self.prompt_ids(action)
+        if self.mode == "paper" and self.action_dropout > 0:
+            drop = jax.random.bernoulli(key, self.action_dropout, ids.shape)
+            ids = jnp.where(drop, self.agnostic_id, ids)
+        return ids
 
     # -- sampling -------------------------------------------------------------------
 

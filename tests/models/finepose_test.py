@@ -106,14 +106,13 @@ def test_pts_branch_starts_as_identity_and_backbone_is_d3dp(tiny):
     chex.assert_trees_all_close(out, ref, atol=1e-5)
 
 
-def test_precomputed_prompt_equals_words(tiny):
+def test_precomputed_prompt_conditions_the_output(tiny):
     _, params, feats, apply, _ = tiny
     x, t, cond = _inputs()
     chex.assert_shape(feats["prompt"], (2, 77, 16))
     chex.assert_shape(feats["prompt_pooled"], (2, 32))
-    a = apply(params, x, t, cond)
     b = apply(params, x, t, {"pose_2d": cond["pose_2d"], **feats})
-    chex.assert_trees_all_close(a, b, atol=1e-5)
+    # (Words in cond give the same numbers: tests/convert/finepose_test.py.)
     # The prompt matters, through the pooled prompt and through the cross-attention.
     swapped = {**feats, "prompt": feats["prompt"][::-1]}
     assert not np.allclose(apply(params, x, t, {"pose_2d": cond["pose_2d"], **swapped}), b)
