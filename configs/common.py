@@ -167,7 +167,11 @@ def diffpose_base() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.stage = "diffusion"  # 'lifter': train the initialiser first
     c.model.name = "gcndiff"  # the denoiser
-    c.model.kwargs = ml_collections.ConfigDict()  # overrides of its sizes, e.g. num_layers
+    c.model.kwargs = ml_collections.ConfigDict()  # size overrides of the denoiser; None: default
+    c.model.kwargs.hidden = ml_collections.FieldReference(None, field_type=int)
+    c.model.kwargs.num_layers = ml_collections.FieldReference(None, field_type=int)
+    c.model.kwargs.num_heads = ml_collections.FieldReference(None, field_type=int)
+    c.model.kwargs.dropout = ml_collections.FieldReference(None, field_type=float)
     c.model.lifter = "graformer"  # the initialiser
     c.model.lifter_kwargs = ml_collections.ConfigDict()
     # Run directory of the trained lifter (or a launch.convert output); needed to evaluate.

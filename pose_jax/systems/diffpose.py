@@ -155,10 +155,10 @@ def load_params(path: str, *, use_ema: bool = False) -> Any:
 
 
 def _as_dict(d) -> dict:
-    """A plain dict from a ConfigDict, a mapping or None."""
+    """The set entries (not None) of a ConfigDict or mapping, as a plain dict."""
     if d is None:
         return {}
-    return dict(d.to_dict() if hasattr(d, "to_dict") else d)
+    return {k: v for k, v in (d.to_dict() if hasattr(d, "to_dict") else d).items() if v is not None}
 
 
 def _check_params_like(fn: str, what: str, params: Any, expected: Any) -> None:
