@@ -3,13 +3,13 @@
 One system covers the three references (REFERENCE.md 4, 5, 6); a variant is a
 choice of parts made in the config:
 
-================  ==================  ================  ==========================  =========
-variant           initialiser         denoiser          uv training noise scale     flip TTA
-================  ==================  ================  ==========================  =========
-DiffPose frame    GraFormer / frame   GCNdiff           GMM fitted to det - GT 2D   none
-DiffPose video    MixSTE / clip       GCNdiff / frame   constant [0.5, 0.5, 1, 1, 1] init only
-monoMotionDiff    GraFormer / frame   CCE + CAG model   constant [0.1, 0.1, 1, 1, 1] chain
-================  ==================  ================  ==========================  =========
+==============  =================  ===============  ===========================  =========
+variant         initialiser        denoiser         uv training noise scale      flip TTA
+==============  =================  ===============  ===========================  =========
+DiffPose frame  GraFormer / frame  GCNdiff          GMM fitted to det - GT 2D    none
+DiffPose video  MixSTE / clip      GCNdiff / frame  constant [0.5, 0.5, 1, 1, 1] init only
+monoMotionDiff  GraFormer / frame  CCE + CAG model  constant [0.1, 0.1, 1, 1, 1] chain
+==============  =================  ===============  ===========================  =========
 
 The state is uvxyz ``[N, J, 5]`` (normalised 2D, root-relative metres) of single
 frames. Two training stages share the system (``config.model.stage``):
@@ -58,9 +58,11 @@ _NO_DETECTION_RMS = 1e-4
 def rbg_key(key: Array) -> Array:
     """An ``'rbg'`` key (XLA's RngBitGenerator) drawn from ``key``, for dropout masks and init.
 
-    The GCN stacks have ~6 dropout sites per layer; threefry masks make the
-    compiled train step take ~10x longer to build on CPU (20 s vs 2 s for the
-    tiny model). The draw is still a pure function of ``key``.
+    The GCN stacks have ~6 dropout sites per layer and ~200 parameter tensors;
+    threefry draws make the compiled train step and init take several times longer
+    to build on CPU (train step of the tiny model: 20 s vs 4 s). The draws are a pure
+    function of ``key`` on a given backend and device layout (rbg bits are not
+    guaranteed to match across shardings, unlike threefry's).
     """
     return jax.random.wrap_key_data(jax.random.bits(key, (4,), jnp.uint32), impl="rbg")
 
