@@ -19,7 +19,10 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, eval).")
 _EVALUATE = flags.DEFINE_bool("evaluate", True, "Evaluate the final parameters after training.")
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize() first (multi-host runs)."
+    "distributed",
+    False,
+    "Initialise jax.distributed first (multi-process runs): arguments from SLURM or "
+    "POSE_JAX_* variables, none on TPU VMs (see launch/distributed.py).",
 )
 
 
@@ -28,9 +31,9 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
     if _DISTRIBUTED.value:
-        import jax
+        from launch import distributed
 
-        jax.distributed.initialize()
+        distributed.initialize_from_environment()
     from launch import experiment
 
     experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value, evaluate_after=_EVALUATE.value)
