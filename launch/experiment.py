@@ -182,9 +182,6 @@ def evaluate(config, workdir: str, *, state=None, system=None) -> dict[str, Any]
         data_dir=data_dir(config),
         window=config.data.num_frames,
     )
-    if hasattr(sample_fn, "bind_sequence"):
-        # Per-sequence conditioning (FinePOSE's action): told before each sequence.
-        windows = _bind_sequences(windows, sample_fn.bind_sequence)
     mean_pose_path = workdir / "mean_pose.npy"
     baseline = np.load(mean_pose_path.open("rb")) if mean_pose_path.exists() else None
     layout = input_pipeline.dataset_skeleton(config.data.dataset)
@@ -215,13 +212,6 @@ def evaluate(config, workdir: str, *, state=None, system=None) -> dict[str, Any]
         print(evaluation.markdown_table(results))
         print(f"wrote {workdir / 'eval'}")
     return {k: v for k, v in results.items() if k != "example"} | {"example": results["example"]}
-
-
-def _bind_sequences(windows, bind):
-    """Yields ``windows``, calling ``bind(window)`` before each is handed on."""
-    for w in windows:
-        bind(w)
-        yield w
 
 
 def dump(results: dict) -> str:

@@ -20,7 +20,9 @@ from etils import epath
 
 from pose_jax import _checks, metrics
 
-# sample_fn(pose_2d [b, F, J, 2], key) -> poses [b, K, H, F, J, 3] in metres
+# sample_fn(pose_2d [b, F, J, 2], key, *, sequence) -> poses [b, K, H, F, J, 3] in metres;
+# ``sequence`` is the window dict of the sequence being sampled (its metadata, e.g. the
+# action class FinePOSE conditions on), so sample functions stay stateless.
 SampleFn = Callable[[np.ndarray, jax.Array], Any]
 
 PROTOCOLS = (("mpjpe_mm", False), ("p_mpjpe_mm", True))
@@ -142,7 +144,8 @@ def evaluate_hypotheses(
     """Runs ``sample_fn`` over every window and builds the protocol results.
 
     Args:
-      sample_fn: ``(pose_2d [b, F, J, 2], key) -> [b, K, H, F, J, 3]`` metres.
+      sample_fn: ``(pose_2d [b, F, J, 2], key, *, sequence) -> [b, K, H, F, J, 3]``
+        metres; ``sequence`` is the current window dict (metadata such as ``action``).
       windows: per-sequence dicts with ``pose_2d [N, F, J, 2]``, ``pose_3d [N, F, J, 3]``
         (root-relative), ``traj [N, F, 1, 3]``, ``intrinsics [9]``, ``action_name``,
         ``reference_weight [N, F]``, ``mask [N, F]`` and optionally ``valid [N, F]``.
@@ -198,7 +201,8 @@ def evaluate_hypotheses(
             weights = weights_all[sl]
             if not weights.any():
                 continue
-            pred = np.asarray(sample_fn(pose_2d, jax.random.fold_in(seq_key, i)), np.float32)
+            pred = sample_fn(pose_2d, jax.random.fold_in(seq_key, i), sequence=w)
+            pred = np.asarray(pred, np.float32)
             want = (pose_2d.shape[0], None, None, *gt.shape[1:])
             if pred.ndim != 6 or pred.shape[0] != want[0] or pred.shape[3:] != gt.shape[1:]:
                 raise ValueError(

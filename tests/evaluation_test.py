@@ -38,8 +38,8 @@ def _windows(num_seq=3, n=2, f=5, j=17, root=0, actions=("Walking 1", "Eating", 
 def _offset_sampler(windows, offsets_m, root=0):
     """Hypothesis h = ground truth shifted by offsets_m[h] along x (root stays 0)."""
 
-    def sample_fn(pose_2d, key):
-        del key
+    def sample_fn(pose_2d, key, *, sequence):
+        del key, sequence
         gts = []
         for clip in pose_2d:
             for w in windows:
@@ -130,6 +130,8 @@ def test_bad_inputs():
             _offset_sampler(ws, [0.0]), ws, key=jax.random.key(0), mode="x"
         )
     with pytest.raises(ValueError, match="sample_fn returned shape"):
-        evaluation.evaluate_hypotheses(lambda p, k: np.zeros((1, 2, 3)), ws, key=jax.random.key(0))
+        evaluation.evaluate_hypotheses(
+            lambda p, k, sequence: np.zeros((1, 2, 3)), ws, key=jax.random.key(0)
+        )
     with pytest.raises(ValueError, match="no evaluation windows"):
         evaluation.evaluate_hypotheses(_offset_sampler(ws, [0.0]), [], key=jax.random.key(0))

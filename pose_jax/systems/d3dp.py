@@ -133,7 +133,7 @@ class D3DPSystem:
         )
 
     def make_eval_sample_fn(self, eval_config: Any, params: Any, *, num_frames: int):
-        """``sample_fn(pose_2d [b, F, J, 2], key) -> [b, K, H, F, J, 3]`` metres, for evaluation.
+        """``sample_fn(pose_2d [b, F, J, 2], key, *, sequence=None) -> [b, K, H, F, J, 3]`` metres.
 
         Reads ``num_hypotheses``, ``num_iterations``, ``eta`` and ``flip_tta`` from
         ``eval_config``; ``params`` are placed on the sampler's mesh once.
@@ -147,7 +147,8 @@ class D3DPSystem:
         )
         placed = sampler.place_params(params)
 
-        def sample_fn(pose_2d, key):
+        def sample_fn(pose_2d, key, *, sequence=None):
+            del sequence  # D3DP conditions on the 2D only
             return self.sample_poses(sampler, placed, pose_2d, key)
 
         return sample_fn

@@ -539,7 +539,8 @@ class DiffPoseSystem:
             )
             placed = sampler.place_params(params)
 
-        def sample_fn(pose_2d, key):
+        def sample_fn(pose_2d, key, *, sequence=None):
+            del sequence  # conditioned on the 2D only
             b = pose_2d.shape[0]
             x = np.asarray(pose_2d, np.float32)
             if b < b_max:  # one shape for every call

@@ -397,11 +397,11 @@ class FinePOSESystem(D3DPSystem):
         )
 
     def make_eval_sample_fn(self, eval_config: Any, params: Any, *, num_frames: int):
-        """``sample_fn(pose_2d [b, F, J, 2], key) -> [b, K, H, F, J, 3]`` metres.
+        """``sample_fn(pose_2d [b, F, J, 2], key, *, sequence) -> [b, K, H, F, J, 3]`` metres.
 
-        The action of the clips comes from the sequence being evaluated:
-        ``sample_fn.bind_sequence(window)`` (called by ``launch.experiment`` before
-        each sequence) reads its ``'action'`` class index. With
+        The action of the clips comes from the sequence being evaluated: the
+        evaluator passes its window dict as ``sequence`` and its ``'action'`` class
+        index is read. With
         ``eval_config.action_source='none'`` every clip gets the agnostic prompt
         and no label is read. ``params`` may be the trainable tree or a full one
         (a converted checkpoint, whose frozen leaves are then used).
@@ -462,7 +462,7 @@ class FinePOSESystem(D3DPSystem):
 
 
 class _EvalSampleFn:
-    """The evaluation ``sample_fn``; :meth:`bind_sequence` sets the clips' action."""
+    """The evaluation ``sample_fn``: the clips' action comes from ``sequence['action']``."""
 
     def __init__(self, system, sampler, placed, params, source):
         self.system, self.sampler, self.placed, self.source = system, sampler, placed, source
@@ -477,22 +477,17 @@ class _EvalSampleFn:
             frozen = {"prompt": {k: v for k, v in frozen["prompt"].items() if k != CLIP_KEY}}
         # On the device once, not copied from the host at every batch.
         self._args = jax.device_put((params, frozen, system.clip_table))
-        self._action: int | None = None
 
-    def bind_sequence(self, window: Mapping[str, Any]) -> None:
-        """Called before the windows of a sequence are sampled (its ``'action'`` index)."""
-        self._action = int(window.get("action", -1))
-
-    def __call__(self, pose_2d, key):
+    def __call__(self, pose_2d, key, *, sequence: Mapping[str, Any] | None = None):
         b = np.shape(pose_2d)[0]
         if self.source == "ground_truth" and self.system.model.module.prompt_layout == "h36m":
-            if self._action is None:
+            if sequence is None or "action" not in sequence:
                 raise ValueError(
-                    "FinePOSE sample_fn: action_source='ground_truth' but no sequence was "
-                    "bound; call sample_fn.bind_sequence(window) first (launch.experiment "
-                    "does), or evaluate with action_source='none'."
+                    "FinePOSE sample_fn: action_source='ground_truth' needs the sequence's "
+                    "action: pass sequence={'action': class_index, ...} (the evaluator passes "
+                    "each window dict), or evaluate with action_source='none'."
                 )
-            action = self._action
+            action = int(sequence["action"])
         else:
             action = -1
         feats = self._encode(*self._args, np.full((b,), action, np.int32))

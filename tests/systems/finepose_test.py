@@ -154,15 +154,14 @@ def test_eval_sample_fn_prompts_once_per_batch_and_label_sources(paper, monkeypa
     )
     pose_2d = _batch(2)["pose_2d"]
     sample_fn = system.make_eval_sample_fn(ecfg, params, num_frames=9)
-    with pytest.raises(ValueError, match="bind_sequence"):
+    with pytest.raises(ValueError, match="sequence's action"):
         sample_fn(pose_2d, jax.random.key(0))
-    sample_fn.bind_sequence({"action": 9})
-    out = sample_fn(pose_2d, jax.random.key(0))
+    out = sample_fn(pose_2d, jax.random.key(0), sequence={"action": 9})
     assert out.shape == (2, 2, 2, 9, 17, 3) and np.isfinite(out).all()
     # Traced once (one encode program); the K=2 denoiser calls never encode prompts.
     assert len(calls) == 1
     # Label-free: the agnostic prompt, no sequence needed (same compiled programs).
-    sample_fn.source, sample_fn._action = "none", None
+    sample_fn.source = "none"
     out_free = sample_fn(pose_2d, jax.random.key(0))
     assert not np.allclose(out_free, out)
     ecfg.action_source = "none"
