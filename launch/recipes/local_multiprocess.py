@@ -1,0 +1,198 @@
+r"""Starts N local processes of ``python -m launch.train ... --distributed`` and waits.
+
+  python launch/recipes/local_multiprocess.py --num_processes=4 --cpu_devices=1 -- \
+      --config=configs/quickstart.py:runlocal --workdir=/tmp/runs/local4
+
+Everything after ``--`` goes to ``launch.train``. Each process gets
+``POSE_JAX_COORDINATOR=127.0.0.1:PORT``, ``POSE_JAX_NUM_PROCESSES=N`` and
+``POSE_JAX_PROCESS_ID=i`` (read by ``launch.distributed``). Output lines are
+prefixed ``[i]``. When one process fails the others are stopped and its exit
+status is returned; SIGTERM/SIGINT are forwarded, so a preemption rehearsal
+(``kill -TERM <recipe pid>``) makes every process save and stop.
+
+This is for rehearsing multi-process runs on one machine (CPU: ``--cpu_devices``
+fakes that many devices per process; GPU: ``--gpus_per_process`` sets
+``CUDA_VISIBLE_DEVICES`` per process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def process_env(
+    base: dict[str, str],
+    *,
+    process_id: int,
+    num_processes: int,
+    port: int,
+    cpu_devices: int = 0,
+    gpus_per_process: int = 0,
+) -> dict[str, str]:
+    """The environment of process ``process_id``."""
+    env = dict(base)
+    env["POSE_JAX_COORDINATOR"] = f"127.0.0.1:{port}"
+    env["POSE_JAX_NUM_PROCESSES"] = str(num_processes)
+    env["POSE_JAX_PROCESS_ID"] = str(process_id)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO, base.get("PYTHONPATH", "")) if p)
+    # Never inherit a parent's SLURM step: launch.distributed would prefer ours anyway,
+    # but jax's own cluster detection also looks at these.
+    for k in [k for k in env if k.startswith("SLURM_")]:
+        del env[k]
+    if cpu_devices:
+        flags = [
+            f
+            for f in env.get("XLA_FLAGS", "").split()
+            if not f.startswith("--xla_force_host_platform_device_count")
+        ]
+        env["XLA_FLAGS"] = " ".join(
+            [*flags, f"--xla_force_host_platform_device_count={cpu_devices}"]
+        )
+        env["JAX_PLATFORMS"] = "cpu"
+    if gpus_per_process:
+        first = process_id * gpus_per_process
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(
+            str(d) for d in range(first, first + gpus_per_process)
+        )
+    return env
+
+
+def _pump(stream, prefix: str) -> None:
+    for line in stream:
+        sys.stdout.write(f"{prefix}{line}")
+        sys.stdout.flush()
+
+
+def run(
+    num_processes: int,
+    train_args: list[str],
+    *,
+    port: int = 0,
+    cpu_devices: int = 0,
+    gpus_per_process: int = 0,
+    timeout_s: float = 0,
+    module: str = "launch.train",
+) -> int:
+    """Runs ``num_processes`` copies of ``python -m module train_args --distributed``.
+
+    Returns:
+      0 when every process exited 0; otherwise the first failure's exit status
+      (124 on timeout). The other processes are terminated on a failure.
+    """
+    port = port or free_port()
+    cmd = [sys.executable, "-m", module, *train_args, "--distributed"]
+    procs = []
+    for i in range(num_processes):
+        env = process_env(
+            dict(os.environ),
+            process_id=i,
+            num_processes=num_processes,
+            port=port,
+            cpu_devices=cpu_devices,
+            gpus_per_process=gpus_per_process,
+        )
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                cwd=_REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
+            )
+        )
+    pumps = [
+        threading.Thread(target=_pump, args=(p.stdout, f"[{i}] "), daemon=True)
+        for i, p in enumerate(procs)
+    ]
+    for t in pumps:
+        t.start()
+
+    def forward(signum, frame):
+        del frame
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    deadline = time.monotonic() + timeout_s if timeout_s else None
+    status = 0
+    try:
+        while any(p.poll() is None for p in procs):
+            failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
+            if failed:
+                status = failed[0]
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                print(f"local_multiprocess: timed out after {timeout_s} s.", flush=True)
+                status = 124
+                break
+            time.sleep(0.2)
+        else:
+            status = next((p.returncode for p in procs if p.returncode), 0)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for t in pumps:
+            t.join(timeout=5)
+    if status:
+        codes = ", ".join(f"[{i}] {p.returncode}" for i, p in enumerate(procs))
+        print(f"local_multiprocess: failed (exit status {codes}).", flush=True)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--num_processes", type=int, required=True)
+    parser.add_argument("--port", type=int, default=0, help="Coordinator port (0: a free one).")
+    parser.add_argument(
+        "--cpu_devices", type=int, default=0, help="Fake CPU devices per process (0: leave)."
+    )
+    parser.add_argument(
+        "--gpus_per_process", type=int, default=0, help="GPUs per process (0: leave)."
+    )
+    parser.add_argument("--timeout_s", type=float, default=0, help="0: no limit.")
+    parser.add_argument("train_args", nargs="*", help="After '--': launch.train flags.")
+    args = parser.parse_args(argv)
+    if args.num_processes < 1:
+        parser.error("--num_processes must be at least 1")
+    return run(
+        args.num_processes,
+        args.train_args,
+        port=args.port,
+        cpu_devices=args.cpu_devices,
+        gpus_per_process=args.gpus_per_process,
+        timeout_s=args.timeout_s,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
