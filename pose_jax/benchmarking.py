@@ -1,0 +1,138 @@
+"""Timing, FLOP-counting and memory helpers for benchmark scripts.
+
+Nothing here asserts speed: the functions measure and return numbers that a
+script (``launch/benchmark.py``) reports. Timings exclude the first call
+(trace + compile + one run), which is returned separately.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Wall-clock timing of a compiled call.
+
+    Attributes:
+      first_call_s: the first call (trace + compile + one run).
+      median_s: median of the timed calls (after warm-up), each ended with
+        ``block_until_ready``.
+      times_s: every timed call.
+    """
+
+    first_call_s: float
+    median_s: float
+    times_s: tuple[float, ...]
+
+
+def time_call(fn: Callable[[int], Any], *, warmup: int = 1, repeats: int = 5) -> Timing:
+    """Times ``fn(i)`` (``i`` a call index, e.g. for a fresh PRNG key).
+
+    The output of every call is blocked on with ``jax.block_until_ready``.
+
+    Args:
+      fn: the call to time; its result is a pytree of arrays.
+      warmup: untimed calls after the first (compiling) call.
+      repeats: timed calls; the median is reported.
+
+    Returns:
+      A :class:`Timing`.
+    """
+    if repeats < 1:
+        raise ValueError(f"time_call: repeats={repeats} must be >= 1.")
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(0))
+    first = time.perf_counter() - t0
+    for i in range(warmup):
+        jax.block_until_ready(fn(1 + i))
+    times = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(1000 + i))
+        times.append(time.perf_counter() - t0)
+    return Timing(first, statistics.median(times), tuple(times))
+
+
+def cost_analysis(fn: Callable, *args, **kwargs) -> dict[str, float] | None:
+    """XLA's cost analysis of ``jax.jit(fn)`` compiled for ``args``, or None.
+
+    Returns the compiled program's ``cost_analysis()`` as a flat dict (keys such
+    as ``'flops'``, ``'bytes accessed'``), or None where the backend gives none.
+    """
+    compiled = jax.jit(fn).lower(*args, **kwargs).compile()
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # some backends raise instead of returning None
+        return None
+    if isinstance(cost, (list, tuple)):  # older jax: one dict per program
+        cost = cost[0] if cost else None
+    if not cost:
+        return None
+    return {k: float(v) for k, v in cost.items() if isinstance(v, (int, float))}
+
+
+def count_macs(fn: Callable, *args, **kwargs) -> float | None:
+    """Multiply-adds of one call of ``fn(*args)``: XLA's counted ``flops / 2``, or None.
+
+    XLA counts a dot ``[m, k] @ [k, n]`` as ``2 m k n`` flops; elementwise ops
+    add one flop per element, so the MAC count of a network is dominated by,
+    and close to, its matmuls.
+    """
+    cost = cost_analysis(fn, *args, **kwargs)
+    if cost is None or "flops" not in cost:
+        return None
+    return cost["flops"] / 2.0
+
+
+def peak_memory_bytes(device: jax.Device | None = None) -> int | None:
+    """The device's peak allocated bytes (``memory_stats()['peak_bytes_in_use']``), or None."""
+    device = device or jax.devices()[0]
+    try:
+        stats = device.memory_stats()
+    except Exception:  # some backends raise
+        return None
+    if not stats:
+        return None
+    return stats.get("peak_bytes_in_use")
+
+
+def peak_flops_per_s(device_kind: str, table: Mapping[str, float]) -> float | None:
+    """Peak FLOP/s for ``device_kind``: the longest ``table`` key contained in it
+    (case-insensitive), else ``table['default']``; None when unknown."""
+    kind = device_kind.lower()
+    hits = [k for k in table.keys() if k != "default" and k.lower() in kind]
+    value = table[max(hits, key=len)] if hits else table.get("default")
+    return None if value is None else float(value)
+
+
+def utilisation(macs_per_call: float | None, seconds: float, peak: float | None) -> float | None:
+    """Fraction of ``peak`` FLOP/s reached: ``2 * macs / seconds / peak``, or None."""
+    if macs_per_call is None or peak is None or seconds <= 0:
+        return None
+    return 2.0 * macs_per_call / seconds / peak
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    """A markdown table of ``rows`` with ``columns`` as ``(key, header)`` pairs; None -> ``n/a``."""
+
+    def fmt(v):
+        if v is None:
+            return "n/a"
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    lines = [
+        "| " + " | ".join(h for _, h in columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(row.get(k)) for k, _ in columns) + " |")
+    return "\n".join(lines)
