@@ -178,12 +178,19 @@ def test_four_process_recipe_run_matches_one_process(tiny_data_dir, tmp_path):
         "--noevaluate",
         *_flags(overrides),
     ]
-    proc = subprocess.run(
-        cmd, cwd=_REPO, env=env, capture_output=True, text=True, timeout=300, check=False
+    # The single-process reference trains while the recipe's processes start and compile.
+    proc = subprocess.Popen(
+        cmd, cwd=_REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-
-    single = experiment.train_and_evaluate(config, str(tmp_path / "single"), evaluate_after=False)
+    try:
+        single = experiment.train_and_evaluate(
+            config, str(tmp_path / "single"), evaluate_after=False
+        )
+        out = proc.communicate(timeout=300)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-4000:]
     system = experiment.make_system(config)
     multi, step = experiment.restore_params(config, epath.Path(tmp_path / "multi"), system)
     assert step == 4
@@ -193,3 +200,19 @@ def test_four_process_recipe_run_matches_one_process(tiny_data_dir, tmp_path):
     # Same bound as the two-process and eight-device tests (a tenth of an Adam step).
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-4)
+
+
+def test_recipe_stops_and_reports_when_a_process_fails(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+    cmd = [
+        sys.executable,
+        os.path.join(_REPO, "launch", "recipes", "local_multiprocess.py"),
+        "--num_processes=2",
+        "--timeout_s=60",
+        "--",
+        f"--config={tmp_path / 'missing.py'}",
+        f"--workdir={tmp_path / 'run'}",
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode != 0
+    assert "local_multiprocess: failed" in proc.stdout, proc.stdout[-2000:]
