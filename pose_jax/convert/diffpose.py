@@ -31,10 +31,9 @@ monoMotionDiff adds ``*_t`` twins of the stack (``guide_`` prefix), ``fc1`` ->
 ``uv_embed``, ``fc2`` -> ``head``, ``fc3`` -> ``guide_nodes``.
 
 The MixSTE2 initialiser maps onto :class:`~pose_jax.models.mixste.MixSTEDenoiser`
-used deterministically (x_t = 0, t = 0): its ``Linear(2 -> C)`` input embedding
-becomes the first two rows of ``joint_embed``'s ``[5, C]`` kernel (the other rows,
-which only ever multiply x_t = 0, are zero), and ``time_embed`` is all zeros, so
-the time embedding adds exactly 0. The model then computes MixSTE2's function.
+with ``diffusion_inputs=False`` (registry rows ``mixste_lifter*``): ``Linear(2 -> C)``
+input embedding, no time embedding; the model then computes MixSTE2's function
+with MixSTE2's parameters one to one.
 """
 
 from __future__ import annotations
@@ -280,11 +279,10 @@ def convert_mmdiff_state_dict(
 def convert_diffpose_video_mixste_state_dict(
     state_dict: Mapping[str, np.ndarray], *, num_heads: int = 8, check_model: bool = True
 ) -> tuple[dict, dict[str, Any]]:
-    """DiffPose-video's MixSTE2 initialiser (``model_pos``) -> deterministic ``MixSTEDenoiser``.
+    """DiffPose-video's MixSTE2 initialiser (``model_pos``) -> ``MixSTEDenoiser`` as a lifter.
 
-    See the module docstring: the 2-channel input embedding is zero-padded to the
-    denoiser's 5 input channels and the time embedding is zero, so running the
-    model with ``x_t = 0, t = 0`` reproduces MixSTE2 exactly.
+    The target is the ``diffusion_inputs=False`` model (2D in, no time embedding),
+    whose parameters are MixSTE2's one to one.
     """
     fn = "convert_diffpose_video_mixste_state_dict"
     sd, note = _strip(state_dict, fn)
@@ -295,14 +293,8 @@ def convert_diffpose_video_mixste_state_dict(
     hidden = _dim(sd, "STEblocks.0.mlp.fc1.weight", 0, 2) or 2 * c
     out_dim = _dim(sd, "head.1.weight", 0, 2) or 3
     heads = _check_heads(fn, num_heads, c)
-    in_pad = 3  # the x_t channels the deterministic use feeds zeros into
-
-    def embed(a):
-        return np.concatenate([np.asarray(a).T, np.zeros((in_pad, c), np.asarray(a).dtype)], 0)
-
     rules = [
-        common.Rule("Spatial_patch_to_embedding.weight", ("joint_embed", "kernel"), (c, 2), embed),
-        common.Rule("Spatial_patch_to_embedding.bias", ("joint_embed", "bias"), (c,)),
+        *common.linear_rules("Spatial_patch_to_embedding", ("joint_embed",), 2, c),
         common.Rule(
             "Spatial_pos_embed", ("spatial_pos_embed",), (1, j, c), common.reshape_to((1, 1, j, c))
         ),
@@ -321,10 +313,6 @@ def convert_diffpose_video_mixste_state_dict(
     rules += common.layer_norm_rules("head.0", ("head_norm",), c)
     rules += common.linear_rules("head.1", ("head",), c, out_dim)
     params = common.apply_rules(sd, rules, fn=fn, note=note)
-    params["time_embed"] = {
-        "fc1": {"kernel": np.zeros((c, 2 * c), np.float32), "bias": np.zeros((2 * c,), np.float32)},
-        "fc2": {"kernel": np.zeros((2 * c, c), np.float32), "bias": np.zeros((c,), np.float32)},
-    }
     kwargs = dict(
         num_frames=f,
         num_joints=j,
@@ -334,6 +322,7 @@ def convert_diffpose_video_mixste_state_dict(
         mlp_ratio=hidden / c,
         out_dim=out_dim,
         drop_path_rate=0.0,
+        diffusion_inputs=False,
     )
     config = {"model": "mixste_lifter", "model_kwargs": kwargs, "ignored_keys": []}
     if check_model:

@@ -48,11 +48,25 @@ _VARIANTS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
     "mmdiff_tiny": (MonoMotionDiff, dict(hidden=16, num_layers=2, num_heads=2, dropout=0.25)),
     "mixste_lifter": (
         MixSTEDenoiser,
-        dict(embed_dim=512, depth=8, num_heads=8, mlp_ratio=2.0, drop_path_rate=0.0),
+        dict(
+            embed_dim=512,
+            depth=8,
+            num_heads=8,
+            mlp_ratio=2.0,
+            drop_path_rate=0.0,
+            diffusion_inputs=False,
+        ),
     ),
     "mixste_lifter_tiny": (
         MixSTEDenoiser,
-        dict(embed_dim=32, depth=2, num_heads=4, mlp_ratio=2.0, drop_path_rate=0.0),
+        dict(
+            embed_dim=32,
+            depth=2,
+            num_heads=4,
+            mlp_ratio=2.0,
+            drop_path_rate=0.0,
+            diffusion_inputs=False,
+        ),
     ),
 }
 

@@ -36,6 +36,10 @@ class MixSTEDenoiser(nn.Module):
       dropout: dropout after the input embedding and in the MLPs (0 in D3DP).
       attn_dropout: attention-probability dropout (0 in D3DP).
       out_dim: channels predicted per joint (3).
+      diffusion_inputs: False gives MixSTE2, the deterministic lifter DiffPose-video
+        starts from: the input embedding reads only the 2D (``Linear(2 -> C)``), there
+        is no time embedding, and ``x_t``/``t`` are ignored (33,783,811 parameters at
+        paper size).
       dtype: compute dtype (parameters stay float32).
     """
 
@@ -49,6 +53,7 @@ class MixSTEDenoiser(nn.Module):
     dropout: float = 0.0
     attn_dropout: float = 0.0
     out_dim: int = 3
+    diffusion_inputs: bool = True
     dtype: jnp.dtype | None = None
 
     def _block(self, name: str, rate: float) -> layers.TransformerBlock:
@@ -101,10 +106,18 @@ class MixSTEDenoiser(nn.Module):
         c = self.embed_dim
         rates = np.linspace(0.0, self.drop_path_rate, self.depth)
 
-        x = jnp.concatenate([x2d, x_t], axis=-1).astype(self.dtype or jnp.float32)
-        x = layers.TorchDense(c, dtype=self.dtype, name="joint_embed")(x)
+        if self.diffusion_inputs:
+            x = jnp.concatenate([x2d, x_t], axis=-1)
+        else:  # deterministic MixSTE2 lifter: 2D in, no timestep (x_t and t are ignored)
+            x = x2d
+        x = layers.TorchDense(c, dtype=self.dtype, name="joint_embed")(
+            x.astype(self.dtype or jnp.float32)
+        )
         x = x + self.param("spatial_pos_embed", nn.initializers.zeros, (1, 1, j, c))
-        temb = layers.TimeEmbedding(c, 2 * c, c, dtype=self.dtype, name="time_embed")(t)
+        if self.diffusion_inputs:
+            temb = layers.TimeEmbedding(c, 2 * c, c, dtype=self.dtype, name="time_embed")(t)
+        else:
+            temb = jnp.zeros((n, c), x.dtype)
         emb = self.token_conditioning(temb, cond)
         x = x + emb[:, None, None, :]
         x = nn.Dropout(self.dropout)(x, deterministic=deterministic)

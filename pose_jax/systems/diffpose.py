@@ -91,7 +91,8 @@ class Initializer:
 def make_initializer(module: nn.Module) -> Initializer:
     """Wraps a lifter: a :class:`~pose_jax.models.gcn.GraFormer` (frame-wise), or any
     denoiser-signature clip model run deterministically with ``x_t = 0, t = 0``
-    (DiffPose-video's MixSTE; see ``pose_jax.convert.diffpose``)."""
+    (DiffPose-video's MixSTE2: ``MixSTEDenoiser(diffusion_inputs=False)``, which
+    ignores both)."""
     if isinstance(module, gcn.GraFormer):
 
         def init_fn(key, pose_2d):

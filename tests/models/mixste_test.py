@@ -109,3 +109,20 @@ def test_torch_init_bounds_and_sinusoid():
     np.testing.assert_allclose(
         emb[0], np.concatenate([np.sin(3 * freqs), np.cos(3 * freqs)]), rtol=1e-6
     )
+
+
+def test_lifter_variant_is_mixste2():
+    # REFERENCE.md 2.2: vanilla MixSTE (2-channel input, no time MLP) has 33,783,811 params.
+    module = models.get_model("mixste_lifter")
+    x, t, c = _inputs(n=1, f=243)
+    shapes = jax.eval_shape(
+        lambda: models.make_model_fns(module).init_fn(jax.random.key(0), x, t, c)
+    )
+    assert sum(int(np.prod(a.shape)) for a in jax.tree.leaves(shapes)) == 33_783_811
+    fns = models.make_model_fns(models.get_model("mixste_lifter_tiny", num_frames=9))
+    x, t, c = _inputs()
+    params = fns.init_fn(jax.random.key(0), x, t, c)
+    assert "time_embed" not in params
+    # x_t and t are ignored: a lifter of the 2D alone.
+    y = fns.apply_fn(params, x, t, c)
+    np.testing.assert_array_equal(y, fns.apply_fn(params, x * 0 + 3.0, t + 50, c))
