@@ -36,7 +36,22 @@ def main(argv):
         distributed.initialize_from_environment()
     from launch import experiment
 
-    experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value, evaluate_after=_EVALUATE.value)
+    try:
+        experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value, evaluate_after=_EVALUATE.value)
+    except Exception:
+        if not _DISTRIBUTED.value:
+            raise
+        # A failed process would otherwise hang at exit in jax.distributed's shutdown
+        # barrier, waiting for peers that are themselves blocked in a collective, and
+        # the launcher (srun, the local recipe) would never see the failure.
+        import os
+        import sys
+        import traceback
+
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
 
 if __name__ == "__main__":

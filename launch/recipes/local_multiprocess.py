@@ -8,7 +8,8 @@ Everything after ``--`` goes to ``launch.train``. Each process gets
 ``POSE_JAX_PROCESS_ID=i`` (read by ``launch.distributed``). Output lines are
 prefixed ``[i]``. When one process fails the others are stopped and its exit
 status is returned; SIGTERM/SIGINT are forwarded, so a preemption rehearsal
-(``kill -TERM <recipe pid>``) makes every process save and stop.
+(``kill -TERM <recipe pid>``) makes every process save and stop (a second signal
+kills them).
 
 This is for rehearsing multi-process runs on one machine (CPU: ``--cpu_devices``
 fakes that many devices per process; GPU: ``--gpus_per_process`` sets
@@ -125,10 +126,19 @@ def run(
     for t in pumps:
         t.start()
 
+    signals_seen = []
+
     def forward(signum, frame):
+        # The first signal is forwarded (the processes save and stop); a second one
+        # kills whatever is still running.
         del frame
+        signals_seen.append(signum)
         for p in procs:
-            if p.poll() is None:
+            if p.poll() is not None:
+                continue
+            if len(signals_seen) > 1:
+                p.kill()
+            else:
                 p.send_signal(signum)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -153,9 +163,12 @@ def run(
         for p in procs:
             if p.poll() is None:
                 p.terminate()
+        # A process blocked in a collective (or in jax.distributed's exit barrier)
+        # may not act on SIGTERM; it gets SIGKILL after a grace period.
+        grace = time.monotonic() + 30
         for p in procs:
             try:
-                p.wait(timeout=30)
+                p.wait(timeout=max(0.1, grace - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
