@@ -47,5 +47,7 @@ fi
 
 # Every worker, same command; --distributed -> launch.distributed finds no SLURM or
 # POSE_JAX_* variables and calls jax.distributed.initialize() with no arguments.
-ssh_all "cd ${REMOTE_DIR} && ${PYTHON} -m launch.train --distributed \
+# --noevaluate: evaluation under --distributed fails for now; run launch.evaluate
+# on one host afterwards.
+ssh_all "cd ${REMOTE_DIR} && ${PYTHON} -m launch.train --distributed --noevaluate \
   --config='${CONFIG}' --workdir='${WORKDIR}' ${DATA_FLAG} $*"
