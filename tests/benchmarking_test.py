@@ -65,6 +65,7 @@ def test_d3dp_benchmark_tiny_bf16(tmp_path):
         clips=1,
         frames=3,
         dtype="bfloat16",
+        flip=False,
         warmup=0,
         repeats=1,
     )
@@ -78,10 +79,11 @@ def test_main_writes_json_and_markdown(tmp_path):
 
     flags.FLAGS.mark_as_parsed()
     with flagsaver.flagsaver(
-        model="mmdiff",
-        denoiser="mmdiff_tiny",
+        model="diffpose_frame",
+        denoiser="gcndiff_tiny",
         grid=["S1"],
         batch=["8"],
+        no_flip=True,
         warmup=0,
         repeats=1,
         out=str(tmp_path),
@@ -89,6 +91,6 @@ def test_main_writes_json_and_markdown(tmp_path):
         benchmark.main(["benchmark"])
     report = json.loads((tmp_path / "benchmark.json").read_text())
     assert report["rows"][0]["batch"] == 8
-    assert report["rows"][0]["published_fps"] == 47.5
+    assert report["rows"][0]["published_fps"] == 48.3
     _check_report(report, tmp_path, ["steps", "batch", "poses_per_s", "published_fps"])
-    assert (tmp_path / "benchmark.md").read_text().startswith("### mmdiff")
+    assert (tmp_path / "benchmark.md").read_text().startswith("### diffpose_frame")
