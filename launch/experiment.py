@@ -37,7 +37,14 @@ def ensure_dataset(config) -> None:
         return
     from data_pipelines.build import build
 
-    build(name, cfg or None, data_dir=data_dir(config), progress=False)
+    # One writer: process 0 builds, the others wait for it (concurrent builds of the
+    # same TFDS directory collide).
+    if jax.process_index() == 0:
+        build(name, cfg or None, data_dir=data_dir(config), progress=False)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"pose_jax: built {config.data.dataset}")
 
 
 def make_system(config):
@@ -128,7 +135,21 @@ def train_and_evaluate(config, workdir: str, *, evaluate_after: bool = True) -> 
         steps_per_epoch=steps_per_epoch,
         init_batch=init_batch,
     )
-    results = evaluate(config, str(workdir), state=state, system=system) if evaluate_after else None
+    results = None
+    if evaluate_after:
+        done = int(jax.device_get(state.step))
+        if done < loop.total_steps(config, steps_per_epoch):
+            print(f"train_and_evaluate: stopped early at step {done} (preempted); not evaluating.")
+        elif jax.process_count() > 1:
+            # The samplers place params on one mesh of addressable devices; evaluate the
+            # saved checkpoint from a single process instead.
+            if jax.process_index() == 0:
+                print(
+                    "train_and_evaluate: multi-process run; evaluate the checkpoint with one "
+                    f"process: python -m launch.evaluate --config=... --workdir={workdir}"
+                )
+        else:
+            results = evaluate(config, str(workdir), state=state, system=system)
     return {"state": state, "results": results}
 
 
@@ -165,6 +186,11 @@ def restore_params(config, workdir: epath.Path, system) -> Any:
 
 def evaluate(config, workdir: str, *, state=None, system=None) -> dict[str, Any]:
     """Evaluates the latest checkpoint (or ``state``) and writes ``WORKDIR/eval/``."""
+    if jax.process_count() > 1:
+        raise ValueError(
+            f"evaluate: running in {jax.process_count()} processes; evaluation runs in one "
+            "process (launch.evaluate without --distributed)."
+        )
     workdir = epath.Path(os.path.expanduser(workdir))
     ensure_dataset(config)
     system = system or make_system(config)

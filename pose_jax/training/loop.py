@@ -109,6 +109,12 @@ def global_batch(local: Mapping[str, Any], mesh, keys: tuple[str, ...]) -> dict[
     return out
 
 
+def total_steps(config: Any, steps_per_epoch: int) -> int:
+    """Updates a run makes: ``train.num_steps`` when > 0, else ``num_epochs * steps_per_epoch``."""
+    tcfg = config.train
+    return int(tcfg.num_steps) if tcfg.get("num_steps") else int(tcfg.num_epochs * steps_per_epoch)
+
+
 def make_optimizer_from_config(config: Any, steps_per_epoch: int):
     """``(optimizer, lr_schedule)`` from ``config.optim``."""
     ocfg = config.optim
@@ -213,7 +219,7 @@ def train(
         ),
         donate_argnums=(0,),
     )
-    total = int(tcfg.num_steps) if tcfg.get("num_steps") else int(tcfg.num_epochs * steps_per_epoch)
+    total = total_steps(config, steps_per_epoch)
     ckpt_cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
 
     def save(step: int) -> None:
