@@ -1,9 +1,9 @@
 r"""Times the compiled samplers of pose_jax's systems with random parameters.
 
-GCN refiners (``--model=mmdiff|diffpose_frame``): DDIM steps ``S1..S4`` (seq
+GCN refiners (``--system=mmdiff|diffpose_frame``): DDIM steps ``S1..S4`` (seq
 ``range(0, 12, 12 // S)``, the GT config of the monoMotionDiff speed table,
 REFERENCE.md 6.4) on batches of poses with flip TTA over the chain; the lifter
-is not timed (``x_init`` is random). D3DP (``--model=d3dp``): an ``H x K`` grid
+is not timed (``x_init`` is random). D3DP (``--system=d3dp``): an ``H x K`` grid
 on ``--clips`` clips of ``--frames`` frames with flip TTA in every step.
 
 Each row: first call (trace + compile + one run), median steady-state time per
@@ -16,9 +16,9 @@ device kind, and peak device memory where the backend reports it. With
 max / mean absolute difference is reported. Writes ``benchmark.json`` and
 ``benchmark.md`` under ``--out``.
 
-  python -m launch.benchmark --model=mmdiff --batch=256,1024
-  python -m launch.benchmark --model=d3dp --grid=H1K1,H5K5 --clips=1
-  python -m launch.benchmark --model=d3dp --profile=gpu --grid=H1K1,H5K5,H20K10 --clips=4
+  python -m launch.benchmark --system=mmdiff --batch=256,1024
+  python -m launch.benchmark --system=d3dp --grid=H1K1,H5K5 --clips=1
+  python -m launch.benchmark --system=d3dp --profile=gpu --grid=H1K1,H5K5,H20K10 --clips=4
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ _CONFIGS = {
     "diffpose_frame": "configs/diffpose_frame_h36m.py:keypoints=gt",
 }
 
-_MODEL = flags.DEFINE_enum("model", "mmdiff", sorted(_CONFIGS), "System to benchmark.")
+_SYSTEM = flags.DEFINE_enum("system", "mmdiff", sorted(_CONFIGS), "System to benchmark.")
 _PROFILE = flags.DEFINE_enum("profile", "cpu", profiles.PROFILES, "Hardware profile.")
 _GRID = flags.DEFINE_list(
     "grid", None, "D3DP: HxKy entries (default H1K1,H5K5); GCN: Sn entries (default S1..S4)."
@@ -333,7 +333,7 @@ def main(argv):
     profile = profiles.get_profile(_PROFILE.value)
     profiles.set_xla_flags(profile)  # before jax initialises (imported lazily below)
     report = run_benchmark(
-        _MODEL.value,
+        _SYSTEM.value,
         profile_name=_PROFILE.value,
         grid=_GRID.value,
         batches=None if _BATCH.value is None else [int(b) for b in _BATCH.value],

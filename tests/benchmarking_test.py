@@ -79,7 +79,7 @@ def test_main_writes_json_and_markdown(tmp_path):
 
     flags.FLAGS.mark_as_parsed()
     with flagsaver.flagsaver(
-        model="diffpose_frame",
+        system="diffpose_frame",
         denoiser="gcndiff_tiny",
         grid=["S1"],
         batch=["8"],

@@ -106,13 +106,20 @@ class D3DPSystem:
         eta: float = 1.0,
         flip_tta: bool = True,
         mesh=None,
+        compiler_options: Mapping[str, Any] | None = None,
     ) -> diffusion.Sampler:
         """The compiled D3DP sampler.
 
-        Called as ``sampler(params, {'pose_2d': [B, F, J, 2]}, key)``; its
+        Called as ``sampler(params, {'pose_2d': [B, F, J, 2], ...}, key)``; its
         ``x0_steps [B, K, H, F, J, 3]`` are in scaled units (divide by ``scale``
-        for metres; :meth:`sample_poses` does).
+        for metres; :meth:`sample_poses` does). Flip TTA mirrors only ``pose_2d``;
+        other cond entries (FinePOSE's prompt features) pass through unchanged.
+        ``compiler_options``: XLA options of the jit path (``diffusion.make_sampler``).
         """
+        flip = diffusion.make_flip_fn(self.skeleton)
+
+        def cond_flip_fn(cond):
+            return {**cond, "pose_2d": flip(cond["pose_2d"])}
 
         def denoise_fn(params, x_t, t, cond):
             return self.denoise(params, x_t, t, cond)
@@ -128,8 +135,10 @@ class D3DPSystem:
             prediction="x0",
             clip=self.clip * self.scale,
             flip_mode="step" if flip_tta else None,
+            cond_flip_fn=cond_flip_fn,
             skeleton=self.skeleton,
             mesh=mesh,
+            compiler_options=compiler_options,
         )
 
     def make_eval_sample_fn(self, eval_config: Any, params: Any, *, num_frames: int):

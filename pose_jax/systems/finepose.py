@@ -354,48 +354,6 @@ class FinePOSESystem(D3DPSystem):
 
     # -- sampling -------------------------------------------------------------------
 
-    def make_sampler(
-        self,
-        *,
-        num_frames: int,
-        num_joints: int = 17,
-        num_hypotheses: int = 1,
-        num_iterations: int = 1,
-        eta: float = 1.0,
-        flip_tta: bool = True,
-        mesh=None,
-        compiler_options: Mapping[str, Any] | None = None,
-    ) -> diffusion.Sampler:
-        """The compiled sampler: ``sampler(params, cond, key)`` with ``cond =
-        {'pose_2d' [B, F, J, 2], 'prompt' [B, 77, D], 'prompt_pooled' [B, C]}``
-        (:meth:`prompt_features`); flip TTA mirrors only ``pose_2d``.
-        ``compiler_options``: XLA options of the jit path (see ``diffusion.make_sampler``).
-        """
-        flip = diffusion.make_flip_fn(self.skeleton)
-
-        def cond_flip_fn(cond):
-            return {**cond, "pose_2d": flip(cond["pose_2d"])}
-
-        def denoise_fn(params, x_t, t, cond):
-            return self.denoise(params, x_t, t, cond)
-
-        grid = diffusion.make_time_grid("d3dp", self.schedule.num_steps, num_iterations)
-        return diffusion.make_sampler(
-            denoise_fn,
-            self.schedule,
-            grid,
-            event_shape=(num_frames, num_joints, 3),
-            num_hypotheses=num_hypotheses,
-            eta=eta,
-            prediction="x0",
-            clip=self.clip * self.scale,
-            flip_mode="step" if flip_tta else None,
-            cond_flip_fn=cond_flip_fn,
-            skeleton=self.skeleton,
-            mesh=mesh,
-            compiler_options=compiler_options,
-        )
-
     def make_eval_sample_fn(self, eval_config: Any, params: Any, *, num_frames: int):
         """``sample_fn(pose_2d [b, F, J, 2], key, *, sequence) -> [b, K, H, F, J, 3]`` metres.
 
