@@ -243,3 +243,32 @@ def shrink_diffpose_for_cpu(c: ml_collections.ConfigDict) -> None:
     c.eval.max_sequences = 2
     c.eval.batch_size = 128 if c.data.num_frames == 1 else 2
     c.eval.plots = False
+
+
+# 2D source of the DiffPose-family configs: dataset argument -> keypoints argument -> TFDS name.
+DIFFPOSE_2D_SOURCES = {
+    "h36m": {"cpn": "h36m_pose/cpn_ft_h36m_dbb", "gt": "h36m_pose/gt"},
+    "synthetic": {"cpn": "synthetic_pose/noisy", "gt": "synthetic_pose/default"},
+}
+
+
+def diffpose_experiment(arg: str | None, system: str):
+    """Parses the DiffPose-family arguments and starts the config.
+
+    Arguments: ``keypoints=cpn|gt``, ``dataset=h36m|synthetic``,
+    ``stage=lifter|diffusion``, ``runlocal``. Returns ``(args, config)`` with
+    ``config.system`` and ``config.data.dataset`` set on :func:`diffpose_base`.
+    """
+    args = parse_arg(arg, keypoints="cpn", dataset="h36m", stage="diffusion", runlocal=False)
+    allowed = {
+        "keypoints": ("cpn", "gt"),
+        "dataset": tuple(DIFFPOSE_2D_SOURCES),
+        "stage": ("lifter", "diffusion"),
+    }
+    for name, choices in allowed.items():
+        if args[name] not in choices:
+            raise ValueError(f"{name}={args[name]!r}; expected one of {list(choices)}.")
+    c = diffpose_base()
+    c.system = system
+    c.data.dataset = DIFFPOSE_2D_SOURCES[args.dataset][args.keypoints]
+    return args, c

@@ -18,22 +18,11 @@ mean), refinement from t = 12 (CPN; T_test 24, S 2) or t = 6 (GT; 12, 2), no fli
 
 from configs import common
 
-_H36M = {"cpn": "h36m_pose/cpn_ft_h36m_dbb", "gt": "h36m_pose/gt"}
-_SYNTHETIC = {"cpn": "synthetic_pose/noisy", "gt": "synthetic_pose/default"}
 _REFINE = {"cpn": (24, 2), "gt": (12, 2)}  # (T_test, S)
 
 
 def get_config(arg: str | None = None):
-    args = common.parse_arg(arg, keypoints="cpn", dataset="h36m", stage="diffusion", runlocal=False)
-    if args.keypoints not in _H36M:
-        raise ValueError(f"keypoints={args.keypoints!r}; expected one of {sorted(_H36M)}.")
-    if args.dataset not in ("h36m", "synthetic"):
-        raise ValueError(f"dataset={args.dataset!r}; expected 'h36m' or 'synthetic'.")
-    if args.stage not in ("lifter", "diffusion"):
-        raise ValueError(f"stage={args.stage!r}; expected 'lifter' or 'diffusion'.")
-    c = common.diffpose_base()
-    c.system = "diffpose_frame"
-    c.data.dataset = (_H36M if args.dataset == "h36m" else _SYNTHETIC)[args.keypoints]
+    args, c = common.diffpose_experiment(arg, system="diffpose_frame")
     c.diffusion.uv_noise = "gmm"
     c.diffusion.train_uv = "gt"
     c.eval.num_timesteps, c.eval.num_iterations = _REFINE[args.keypoints]

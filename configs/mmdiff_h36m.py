@@ -16,21 +16,9 @@ constant noise scale [0.1, 0.1, 1, 1, 1], 800 epochs, refinement from t = 6
 
 from configs import common
 
-_H36M = {"cpn": "h36m_pose/cpn_ft_h36m_dbb", "gt": "h36m_pose/gt"}
-_SYNTHETIC = {"cpn": "synthetic_pose/noisy", "gt": "synthetic_pose/default"}
-
 
 def get_config(arg: str | None = None):
-    args = common.parse_arg(arg, keypoints="cpn", dataset="h36m", stage="diffusion", runlocal=False)
-    if args.keypoints not in _H36M:
-        raise ValueError(f"keypoints={args.keypoints!r}; expected one of {sorted(_H36M)}.")
-    if args.dataset not in ("h36m", "synthetic"):
-        raise ValueError(f"dataset={args.dataset!r}; expected 'h36m' or 'synthetic'.")
-    if args.stage not in ("lifter", "diffusion"):
-        raise ValueError(f"stage={args.stage!r}; expected 'lifter' or 'diffusion'.")
-    c = common.diffpose_base()
-    c.system = "mmdiff"
-    c.data.dataset = (_H36M if args.dataset == "h36m" else _SYNTHETIC)[args.keypoints]
+    args, c = common.diffpose_experiment(arg, system="mmdiff")
     c.data.flip = "random"
     c.model.name = "mmdiff"
     c.diffusion.noise_scale = (0.1, 0.1, 1.0, 1.0, 1.0)
