@@ -120,6 +120,29 @@ def _describe_schedule(buffers: Mapping[str, np.ndarray]) -> dict[str, Any] | No
     return {"schedule": "cosine" if cosine else "custom", "num_timesteps": t}
 
 
+def mixste_model_kwargs(sizes: Mapping[str, int], num_heads: int, *, fn: str) -> dict:
+    """``MixSTEDenoiser`` keyword arguments for the sizes read off a checkpoint.
+
+    Raises:
+      ValueError: the MLP width is not ``int(embed_dim * ratio)`` for a float ratio.
+    """
+    mlp_ratio = sizes["mlp_hidden"] / sizes["embed_dim"]
+    if int(sizes["embed_dim"] * mlp_ratio) != sizes["mlp_hidden"]:
+        raise ValueError(
+            f"{fn}: MLP width {sizes['mlp_hidden']} is not int(embed_dim * ratio) for any "
+            f"float ratio the model can represent (embed_dim {sizes['embed_dim']})."
+        )
+    return dict(
+        num_frames=sizes["num_frames"],
+        num_joints=sizes["num_joints"],
+        embed_dim=sizes["embed_dim"],
+        depth=sizes["depth"],
+        num_heads=int(num_heads),
+        mlp_ratio=float(mlp_ratio),
+        out_dim=sizes["out_dim"],
+    )
+
+
 def convert_d3dp_state_dict(
     state_dict: Mapping[str, np.ndarray],
     *,
@@ -197,13 +220,6 @@ def convert_d3dp_state_dict(
             f"{fn}: embed_dim {sizes['embed_dim']} is not divisible by num_heads={num_heads}; "
             "pass the number of heads the checkpoint was trained with."
         )
-    mlp_ratio = sizes["mlp_hidden"] / sizes["embed_dim"]
-    if int(sizes["embed_dim"] * mlp_ratio) != sizes["mlp_hidden"]:
-        raise ValueError(
-            f"{fn}: MLP width {sizes['mlp_hidden']} is not int(embed_dim * ratio) for any "
-            f"float ratio the model can represent (embed_dim {sizes['embed_dim']})."
-        )
-
     rules = d3dp_rules(**sizes)
     ignored = sorted(k for k in model_sd if k in DIFFUSION_BUFFERS)
     note = (
@@ -211,15 +227,7 @@ def convert_d3dp_state_dict(
     )
     params = common.apply_rules(model_sd, rules, ignore=DIFFUSION_BUFFERS, fn=fn, note=note)
 
-    model_kwargs = dict(
-        num_frames=sizes["num_frames"],
-        num_joints=sizes["num_joints"],
-        embed_dim=sizes["embed_dim"],
-        depth=sizes["depth"],
-        num_heads=int(num_heads),
-        mlp_ratio=float(mlp_ratio),
-        out_dim=sizes["out_dim"],
-    )
+    model_kwargs = mixste_model_kwargs(sizes, num_heads, fn=fn)
     if check_model:
         _check_against_model(params, model_kwargs, fn)
     config = {

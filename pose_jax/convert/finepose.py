@@ -42,6 +42,7 @@ from pose_jax.convert.d3dp import (
     _describe_schedule,
     _dim,
     d3dp_rules,
+    mixste_model_kwargs,
 )
 
 CLIP_PREFIX = "clip_text."
@@ -267,8 +268,6 @@ def convert_finepose_state_dict(
                 f"{fn}: {what} {d} is not divisible by {h} heads; pass the number of heads "
                 "(num_heads / clip_heads) the checkpoint was trained with."
             )
-    mlp_ratio = sizes["mlp_hidden"] / sizes["embed_dim"]
-
     rules = d3dp_rules(**sizes) + finepose_prompt_rules(**prompt)
     ignored = sorted(k for k in model_sd if k in DIFFUSION_BUFFERS)
     ignored += _unused_clip_keys(model_sd, CLIP_PREFIX)
@@ -278,13 +277,7 @@ def convert_finepose_state_dict(
     params = common.apply_rules(model_sd, rules, ignore=ignored, fn=fn, note=note)
 
     model_kwargs = dict(
-        num_frames=sizes["num_frames"],
-        num_joints=sizes["num_joints"],
-        embed_dim=sizes["embed_dim"],
-        depth=sizes["depth"],
-        num_heads=int(num_heads),
-        mlp_ratio=float(mlp_ratio),
-        out_dim=sizes["out_dim"],
+        **mixste_model_kwargs(sizes, num_heads, fn=fn),
         prompt_layout=layout,
         text_width=text_width,
         clip_layers=prompt["clip_layers"],
