@@ -100,6 +100,11 @@ def d3dp_base() -> ml_collections.ConfigDict:
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.num_devices = 0  # 0: all devices on one 'data' axis
+    # 'replicated': every device holds the whole train state (data parallelism);
+    # 'fsdp': params, EMA and optimizer moments of >= fsdp_min_size elements are split
+    # over the 'data' axis too (ZeRO-3), for models whose state does not fit replicated.
+    c.mesh.param_sharding = "replicated"
+    c.mesh.fsdp_min_size = 2**16
 
     c.ckpt = ml_collections.ConfigDict()
     c.ckpt.max_to_keep = 3

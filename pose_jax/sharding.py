@@ -7,6 +7,7 @@ code would need sharding annotations on every intermediate.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -85,3 +86,70 @@ def pad_batch(tree: Any, size: int) -> Any:
         return jnp.take(jnp.asarray(x), idx, axis=0)
 
     return jax.tree.map(pad, tree)
+
+
+# -- Parameter sharding (training state) ----------------------------------------
+
+PARAM_SHARDINGS = ("replicated", "fsdp")
+FSDP_MIN_SIZE = 2**16
+
+
+def fsdp_spec(
+    shape: Sequence[int], axis_size: int, axis_name: str = DATA_AXIS, min_size: int = FSDP_MIN_SIZE
+) -> PartitionSpec:
+    """Where FSDP puts one array: its largest dimension divisible by ``axis_size``.
+
+    Arrays with fewer than ``min_size`` elements (biases, norms, scalars such as
+    the step or optimizer counts) and arrays with no divisible dimension stay
+    replicated; ties between equal dimensions go to the first one.
+    """
+    shape = tuple(int(d) for d in shape)
+    if axis_size <= 1 or not shape or math.prod(shape) < min_size:
+        return PartitionSpec()
+    for dim in sorted(range(len(shape)), key=lambda d: (-shape[d], d)):
+        if shape[dim] % axis_size == 0:
+            spec: list[str | None] = [None] * len(shape)
+            spec[dim] = axis_name
+            return PartitionSpec(*spec)
+    return PartitionSpec()
+
+
+def state_shardings(
+    tree: Any,
+    mesh: Mesh,
+    mode: str = "replicated",
+    *,
+    min_size: int = FSDP_MIN_SIZE,
+    axis_name: str | None = None,
+) -> Any:
+    """One :class:`NamedSharding` per leaf of ``tree`` (arrays or ``ShapeDtypeStruct``).
+
+    ``'replicated'``: every device holds the whole tree (plain data parallelism).
+    ``'fsdp'``: large leaves are split over the mesh's batch axis with
+    :func:`fsdp_spec` (ZeRO-3 / FSDP: the same devices split the batch and the
+    parameters, optimizer moments and EMA copy; XLA gathers each weight where a
+    layer needs it and reduce-scatters its gradient). The rule depends on the
+    shape only, so Adam's moments are split exactly like their parameters.
+    """
+    if mode not in PARAM_SHARDINGS:
+        raise ValueError(
+            f"state_shardings: mode '{mode}' is not one of {PARAM_SHARDINGS} "
+            "(config key mesh.param_sharding)."
+        )
+    axis_name = axis_name or mesh.axis_names[0]
+    if mode == "replicated":
+        return jax.tree.map(lambda _: replicated(mesh), tree)
+    axis_size = mesh.shape[axis_name]
+    return jax.tree.map(
+        lambda x: NamedSharding(mesh, fsdp_spec(np.shape(x), axis_size, axis_name, min_size)),
+        tree,
+    )
+
+
+def bytes_per_device(tree: Any, shardings: Any) -> int:
+    """Bytes each device holds for ``tree`` (shapes/dtypes) placed with ``shardings``."""
+    total = 0
+    for x, sh in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings), strict=True):
+        shard = sh.shard_shape(tuple(np.shape(x)))
+        total += math.prod(shard) * x.dtype.itemsize  # typed PRNG keys report theirs too
+    return int(total)

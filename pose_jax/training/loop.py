@@ -71,17 +71,45 @@ class MetricWriter:
 
 
 class _Preemption:
-    """Turns SIGTERM (what TPU VMs and SLURM send before preempting) into a flag."""
+    """Turns SIGTERM (what TPU VMs and SLURM send before preempting) into a stop decision.
 
-    def __init__(self):
+    One process: the loop stops after the step during which the signal arrived.
+    Several processes: the signal may reach one worker only (a TPU host being
+    maintained) or all of them at slightly different steps, yet every process
+    must run the same steps and join the same checkpoint save. Each step
+    therefore all-reduces the local flags with a small jitted ``any`` over the
+    mesh (dispatched asynchronously, like the update) and the loop acts on the
+    previous step's result, which is already computed: all processes see the
+    same value at the same step and stop together one step after the signal.
+    """
+
+    def __init__(self, mesh=None):
         self.requested = False
         self._previous = None
+        self._pending = None
+        self._mesh = mesh if mesh is not None and jax.process_count() > 1 else None
+        if self._mesh is not None:
+            self._any = jax.jit(jnp.any, out_shardings=sharding_lib.replicated(self._mesh))
+            self._local_devices = sum(
+                d.process_index == jax.process_index() for d in self._mesh.devices.flat
+            )
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum, frame):
         del signum, frame
         self.requested = True
+
+    def should_stop(self) -> bool:
+        """Whether every process stops now (call exactly once per step on every process)."""
+        if self._mesh is None:
+            return self.requested
+        local = np.full((self._local_devices,), self.requested)
+        flags = jax.make_array_from_process_local_data(
+            sharding_lib.batch_sharding(self._mesh), local
+        )
+        previous, self._pending = self._pending, self._any(flags)
+        return previous is not None and bool(np.asarray(previous.addressable_data(0)))
 
     def restore(self):
         if self._previous is not None:
@@ -193,8 +221,25 @@ def train(
     # -- Model and optimizer ----------------------------------------------------
     optimizer, schedule = make_optimizer_from_config(config, steps_per_epoch)
     init_state = make_state_initializer(config, system, init_batch, optimizer)
-    # Parameters are created directly replicated on the mesh.
-    state = jax.jit(init_state, out_shardings=rep)()
+    # The state is created directly with its final shardings (replicated, or split
+    # over the devices with mesh.param_sharding='fsdp'): no device ever holds more.
+    abstract = jax.eval_shape(init_state)
+    state_sharding = sharding_lib.state_shardings(
+        abstract,
+        mesh,
+        config.mesh.get("param_sharding", "replicated"),
+        min_size=config.mesh.get("fsdp_min_size", sharding_lib.FSDP_MIN_SIZE),
+    )
+    state = jax.jit(init_state, out_shardings=state_sharding)()
+    if _is_main():
+        n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params))
+        per_device = sharding_lib.bytes_per_device(abstract, state_sharding)
+        print(
+            f"train: {n_params:,} parameters; train state {per_device / 2**20:.1f} MiB per "
+            f"device over {mesh.size} devices "
+            f"(mesh.param_sharding={config.mesh.get('param_sharding', 'replicated')}).",
+            flush=True,
+        )
 
     # -- Restore ----------------------------------------------------------------
     manager = checkpointing.make_checkpoint_manager(
@@ -217,6 +262,8 @@ def train(
             ema_decay=ocfg.get("ema_decay") or None,
             gradient_mode=ocfg.gradient_mode,
         ),
+        in_shardings=(state_sharding, sharding_lib.batch_sharding(mesh)),
+        out_shardings=(state_sharding, rep),
         donate_argnums=(0,),
     )
     total = total_steps(config, steps_per_epoch)
@@ -235,7 +282,7 @@ def train(
     # -- Loop -------------------------------------------------------------------
     writer = MetricWriter(workdir, tensorboard=tcfg.get("tensorboard", True))
     bar = _progress(total, start)
-    preempt = _Preemption()
+    preempt = _Preemption(mesh)
     pending: list[dict] = []
     tick = time.perf_counter()
     try:
@@ -266,11 +313,19 @@ def train(
                     bar.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
             if bar is not None:
                 bar.update(1)
-            if done % tcfg.checkpoint_every_steps == 0 or done == total or preempt.requested:
+            stop = preempt.should_stop()
+            if done % tcfg.checkpoint_every_steps == 0 or done == total or stop:
                 save(done)
-            if preempt.requested:
+            if stop:
                 if _is_main():
-                    print(f"train: SIGTERM received; saved step {done} and stopped.", flush=True)
+                    who = (
+                        f" by at least one of {jax.process_count()} processes"
+                        if jax.process_count() > 1
+                        else ""
+                    )
+                    print(
+                        f"train: SIGTERM received{who}; saved step {done} and stopped.", flush=True
+                    )
                 break
             if (
                 eval_fn is not None
