@@ -7,7 +7,7 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
+import jax
 
 # Deterministic CPU numerics; float32 stays the default so tests see what users run.
 jax.config.update("jax_default_matmul_precision", "highest")

@@ -571,7 +571,7 @@ def test_joint_errors_average_to_the_hypothesis_errors(mode):
     gt = rng.normal(size=(2, 5, 17, 3)).astype(np.float32)
     cam = dict(
         inputs_2d=rng.normal(size=(2, 5, 17, 2)).astype(np.float32),
-        traj=(rng.normal(size=(2, 5, 1, 3)) + [0, 0, 5.0]).astype(np.float32),
+        traj=(rng.normal(size=(2, 5, 1, 3)) + np.array([0, 0, 5.0])).astype(np.float32),
         intrinsics=np.tile(np.float32([2.2, 2.2, 0.02, 0.03, 0, 0, 0, 0, 0]), (2, 1)),
     )
     w = rng.uniform(size=(2, 5)).astype(np.float32)

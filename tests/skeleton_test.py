@@ -41,7 +41,7 @@ def test_tables_are_consistent(name, root):
     assert len(sk.joints_left) == len(sk.joints_right) == 6
     assert not set(sk.joints_left) & set(sk.joints_right)
     assert root not in sk.joints_left + sk.joints_right
-    for left, right in zip(sk.joints_left, sk.joints_right):
+    for left, right in zip(sk.joints_left, sk.joints_right, strict=True):
         assert sk.joint_names[left].startswith("l_")
         assert sk.joint_names[right] == "r_" + sk.joint_names[left][2:]
     # Sides map onto sides under the parent relation (a left limb hangs off a left
@@ -156,7 +156,10 @@ def test_reduce_h36m_32_to_17():
         np.testing.assert_array_equal(out[..., new, :], x[..., old, :])
     with pytest.raises(
         ValueError,
-        match=r"reduce_h36m_32_to_17: argument 'positions' has shape \(5, 17, 3\); expected \[\.\.\., 32, \*\]",
+        match=(
+            r"reduce_h36m_32_to_17: argument 'positions' has shape \(5, 17, 3\); "
+            r"expected \[\.\.\., 32, \*\]"
+        ),
     ):
         skeleton.reduce_h36m_32_to_17(x[0, :, :17])
 
@@ -176,7 +179,7 @@ def test_flip_pose_mirrors_x_and_swaps_sides(name):
     sk = skeleton.get_skeleton(name)
     x = np.random.default_rng(1).normal(size=(3, 17, 3)).astype(np.float32)
     out = np.asarray(skeleton.flip_pose(x, sk))
-    for left, right in zip(sk.joints_left, sk.joints_right):
+    for left, right in zip(sk.joints_left, sk.joints_right, strict=True):
         np.testing.assert_array_equal(out[:, left, 0], -x[:, right, 0])
         np.testing.assert_array_equal(out[:, right, 0], -x[:, left, 0])
         np.testing.assert_array_equal(out[:, left, 1:], x[:, right, 1:])
