@@ -17,12 +17,22 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file.", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory holding checkpoints/.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Initialise jax.distributed first and evaluate on every process's devices (run the "
+    "same command on every host, as for launch.train --distributed).",
+)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
+    if _DISTRIBUTED.value:
+        from launch import distributed
+
+        distributed.initialize_from_environment()
     from launch import experiment
 
     experiment.evaluate(_CONFIG.value, _WORKDIR.value)

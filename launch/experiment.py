@@ -16,6 +16,7 @@ from etils import epath
 
 from data_pipelines import input_pipeline
 from pose_jax import evaluation, skeleton
+from pose_jax import sharding as sharding_lib
 from pose_jax.systems import get_system
 from pose_jax.training import checkpointing, loop
 
@@ -140,14 +141,6 @@ def train_and_evaluate(config, workdir: str, *, evaluate_after: bool = True) -> 
         done = int(jax.device_get(state.step))
         if done < loop.total_steps(config, steps_per_epoch):
             print(f"train_and_evaluate: stopped early at step {done} (preempted); not evaluating.")
-        elif jax.process_count() > 1:
-            # The samplers place params on one mesh of addressable devices; evaluate the
-            # saved checkpoint from a single process instead.
-            if jax.process_index() == 0:
-                print(
-                    "train_and_evaluate: multi-process run; evaluate the checkpoint with one "
-                    f"process: python -m launch.evaluate --config=... --workdir={workdir}"
-                )
         else:
             results = evaluate(config, str(workdir), state=state, system=system)
     return {"state": state, "results": results}
@@ -174,7 +167,9 @@ def restore_params(config, workdir: epath.Path, system) -> Any:
     init_batch = system.example_batch(config.data.num_frames)
     optimizer, _ = loop.make_optimizer_from_config(config, steps_per_epoch=1)
     like_fn = loop.make_state_initializer(config, system, init_batch, optimizer)
-    like = jax.jit(like_fn)()
+    # A template on the global mesh (every process's devices), so that orbax restores
+    # the same global arrays in one process or in several.
+    like = jax.jit(like_fn, out_shardings=sharding_lib.replicated(sharding_lib.make_mesh()))()
     state, _ = checkpointing.restore(manager, like, step=step)
     manager.close()
     if config.eval.use_ema:
@@ -186,11 +181,6 @@ def restore_params(config, workdir: epath.Path, system) -> Any:
 
 def evaluate(config, workdir: str, *, state=None, system=None) -> dict[str, Any]:
     """Evaluates the latest checkpoint (or ``state``) and writes ``WORKDIR/eval/``."""
-    if jax.process_count() > 1:
-        raise ValueError(
-            f"evaluate: running in {jax.process_count()} processes; evaluation runs in one "
-            "process (launch.evaluate without --distributed)."
-        )
     workdir = epath.Path(os.path.expanduser(workdir))
     ensure_dataset(config)
     system = system or make_system(config)

@@ -19,6 +19,7 @@ import numpy as np
 from etils import epath
 
 from pose_jax import _checks, metrics
+from pose_jax import sharding as sharding_lib
 
 # sample_fn(pose_2d [b, F, J, 2], key, *, sequence) -> poses [b, K, H, F, J, 3] in metres;
 # ``sequence`` is the window dict of the sequence being sampled (its metadata, e.g. the
@@ -202,7 +203,7 @@ def evaluate_hypotheses(
             if not weights.any():
                 continue
             pred = sample_fn(pose_2d, jax.random.fold_in(seq_key, i), sequence=w)
-            pred = np.asarray(pred, np.float32)
+            pred = sharding_lib.to_host(pred).astype(np.float32, copy=False)
             want = (pose_2d.shape[0], None, None, *gt.shape[1:])
             if pred.ndim != 6 or pred.shape[0] != want[0] or pred.shape[3:] != gt.shape[1:]:
                 raise ValueError(

@@ -88,6 +88,44 @@ def pad_batch(tree: Any, size: int) -> Any:
     return jax.tree.map(pad, tree)
 
 
+def put(tree: Any, sharding: NamedSharding) -> Any:
+    """``jax.device_put(tree, sharding)`` that also works when ``sharding`` spans processes.
+
+    With several processes, a sharding over the global mesh is not addressable
+    from one process and ``device_put`` refuses process-local data. Every
+    process then holds the same values (the same host code ran on each), so
+    each builds its own shards from them (``jax.make_array_from_callback``);
+    arrays that already span the processes are resharded; typed PRNG keys go
+    through their raw key data.
+    """
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return jax.device_put(x, sharding)
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            data = one(jax.random.key_data(x))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(one, tree)
+
+
+def to_host(x: Any) -> np.ndarray:
+    """``x`` as a numpy array on every process, also when it spans several processes.
+
+    A multi-process (global) array is all-gathered across processes, so every
+    process gets the whole array (evaluation runs the same host code on each).
+    """
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
 # -- Parameter sharding (training state) ----------------------------------------
 
 PARAM_SHARDINGS = ("replicated", "fsdp")

@@ -47,7 +47,6 @@ fi
 
 # Every worker, same command; --distributed -> launch.distributed finds no SLURM or
 # POSE_JAX_* variables and calls jax.distributed.initialize() with no arguments.
-# --noevaluate: evaluation under --distributed fails for now; run launch.evaluate
-# on one host afterwards.
-ssh_all "cd ${REMOTE_DIR} && ${PYTHON} -m launch.train --distributed --noevaluate \
+# The final evaluation runs on every worker's chips (pass --noevaluate to skip it).
+ssh_all "cd ${REMOTE_DIR} && ${PYTHON} -m launch.train --distributed \
   --config='${CONFIG}' --workdir='${WORKDIR}' ${DATA_FLAG} $*"

@@ -528,7 +528,7 @@ class Sampler:
 
     def place_params(self, params):
         """Replicates ``params`` over the sampler's mesh (do it once, outside the loop)."""
-        return jax.device_put(params, sharding_lib.replicated(self.mesh))
+        return sharding_lib.put(params, sharding_lib.replicated(self.mesh))
 
     def _jitted(self):
         if "fn" not in self._jit_cache:
@@ -550,10 +550,10 @@ class Sampler:
         batch_sh = sharding_lib.batch_sharding(self.mesh)
         rep = sharding_lib.replicated(self.mesh)
         batched = sharding_lib.pad_batch((cond, x_init, step_noise), size)
-        cond_p, x_p, z_p, ids = jax.device_put(
+        cond_p, x_p, z_p, ids = sharding_lib.put(
             (*batched, np.arange(size, dtype=np.int32)), batch_sh
         )
-        params, key = jax.device_put((params, key), rep)
+        params, key = sharding_lib.put((params, key), rep)
         out = self._jitted()(params, cond_p, key, x_p, z_p, ids)
         return out if size == B else jax.tree.map(lambda a: a[:B], out)
 

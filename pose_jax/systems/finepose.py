@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pose_jax import _checks, diffusion, text
+from pose_jax import sharding as sharding_lib
 from pose_jax.models import ModelFns, get_model, make_model_fns
 from pose_jax.models.finepose import (
     PROMPT_LAYOUTS,
@@ -433,8 +434,11 @@ class _EvalSampleFn:
         frozen = system.frozen
         if system.mode == "reference":  # CLIP's output is tabulated: only ctx is needed
             frozen = {"prompt": {k: v for k, v in frozen["prompt"].items() if k != CLIP_KEY}}
-        # On the device once, not copied from the host at every batch.
-        self._args = jax.device_put((params, frozen, system.clip_table))
+        # On the sampler's devices once (all processes' devices in a multi-process
+        # evaluation), not copied from the host at every batch.
+        self._args = sharding_lib.put(
+            (params, frozen, system.clip_table), sharding_lib.replicated(sampler.mesh)
+        )
 
     def __call__(self, pose_2d, key, *, sequence: Mapping[str, Any] | None = None):
         b = np.shape(pose_2d)[0]

@@ -16,7 +16,8 @@ def main(process_id: int, port: int, data_dir: str, workdir: str) -> None:
     from launch import experiment
 
     config = tiny_config(data_dir, **{"mesh.num_devices": 2})
-    state = experiment.train_and_evaluate(config, workdir, evaluate_after=False)["state"]
+    # Trains, then evaluates on both processes' devices (process 0 writes eval/).
+    state = experiment.train_and_evaluate(config, workdir)["state"]
     leaves = [np.asarray(jax.device_get(x)) for x in jax.tree.leaves(state.params)]
     if process_id == 0:
         np.savez(f"{workdir}/params_process0.npz", **{f"p{i}": a for i, a in enumerate(leaves)})

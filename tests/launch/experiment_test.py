@@ -217,6 +217,15 @@ def test_two_process_distributed_run_matches_one_process(tiny_data_dir, tmp_path
     assert len(got.files) == len(want)
     for i, w in enumerate(want):
         np.testing.assert_allclose(got[f"p{i}"], w, rtol=0, atol=1e-4)
+    # The two processes evaluated together (sampler batches split over both processes'
+    # devices); one process evaluating the same checkpoint gets the same tables.
+    multi_results = json.loads((tmp_path / "multi" / "eval" / "results.json").read_text())
+    assert multi_results["protocol"]["checkpoint_step"] == 4
+    again = experiment.evaluate(
+        tiny_config(tiny_data_dir, **{"mesh.num_devices": 2}), str(tmp_path / "multi")
+    )
+    for protocol in ("mpjpe_mm", "p_mpjpe_mm"):
+        assert again[protocol] == pytest.approx(multi_results[protocol], rel=1e-5)
 
 
 def _free_port() -> int:
