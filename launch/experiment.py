@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
@@ -182,24 +183,48 @@ def restore_params(config, workdir: epath.Path, system) -> Any:
 def evaluate(config, workdir: str, *, state=None, system=None) -> dict[str, Any]:
     """Evaluates the latest checkpoint (or ``state``) and writes ``WORKDIR/eval/``."""
     workdir = epath.Path(os.path.expanduser(workdir))
-    ensure_dataset(config)
     system = system or make_system(config)
     if state is not None:
         params = state.ema_params if config.eval.use_ema else state.params
         step = int(jax.device_get(state.step))
     else:
         params, step = restore_params(config, workdir, system)
-    ecfg = config.eval
-    sample_fn = system.make_eval_sample_fn(ecfg, params, num_frames=config.data.num_frames)
+    mean_pose_path = workdir / "mean_pose.npy"
+    baseline = np.load(mean_pose_path.open("rb")) if mean_pose_path.exists() else None
+    results = evaluate_params(config, system, params, baseline_pose=baseline)
+    results["protocol"]["checkpoint_step"] = step
+    if jax.process_index() == 0:
+        evaluation.write_results(results, workdir / "eval", plots=config.eval.plots)
+        print(evaluation.markdown_table(results))
+        print(f"wrote {workdir / 'eval'}")
+    return {k: v for k, v in results.items() if k != "example"} | {"example": results["example"]}
 
+
+def evaluate_params(
+    config,
+    system,
+    params,
+    *,
+    eval_config=None,
+    baseline_pose: np.ndarray | None = None,
+    limit_windows: Callable[[Iterable[dict], Any], Iterable[dict]] | None = None,
+) -> dict[str, Any]:
+    """The protocol results of ``params`` on the run's evaluation split; writes nothing.
+
+    ``eval_config`` replaces ``config.eval`` (e.g. another H x K); ``limit_windows``
+    (``(windows, eval_config) -> windows``) may cut the evaluation short (benchmarks).
+    """
+    ensure_dataset(config)
+    ecfg = config.eval if eval_config is None else eval_config
+    sample_fn = system.make_eval_sample_fn(ecfg, params, num_frames=config.data.num_frames)
     windows = input_pipeline.make_eval_windows(
         config.data.dataset,
         split=config.data.eval_split,
         data_dir=data_dir(config),
         window=config.data.num_frames,
     )
-    mean_pose_path = workdir / "mean_pose.npy"
-    baseline = np.load(mean_pose_path.open("rb")) if mean_pose_path.exists() else None
+    if limit_windows is not None:
+        windows = limit_windows(windows, ecfg)
     layout = input_pipeline.dataset_skeleton(config.data.dataset)
     results = evaluation.evaluate_hypotheses(
         sample_fn,
@@ -211,23 +236,18 @@ def evaluate(config, workdir: str, *, state=None, system=None) -> dict[str, Any]
         root=skeleton.get_skeleton(layout).root,
         joint_tables=layout == "3dhp",
         max_sequences=ecfg.max_sequences,
-        baseline_pose=baseline,
+        baseline_pose=baseline_pose,
     )
     results["protocol"].update(
         dataset=config.data.dataset,
         split=config.data.eval_split,
-        checkpoint_step=step,
         params="ema" if ecfg.use_ema else "raw",
         flip_tta=bool(ecfg.flip_tta),
         eta=float(ecfg.eta),
     )
     if hasattr(system, "protocol_info"):
         results["protocol"].update(system.protocol_info(ecfg))
-    if jax.process_index() == 0:
-        evaluation.write_results(results, workdir / "eval", plots=ecfg.plots)
-        print(evaluation.markdown_table(results))
-        print(f"wrote {workdir / 'eval'}")
-    return {k: v for k, v in results.items() if k != "example"} | {"example": results["example"]}
+    return results
 
 
 def dump(results: dict) -> str:

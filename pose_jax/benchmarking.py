@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import jax
+import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,13 +61,41 @@ def time_call(fn: Callable[[int], Any], *, warmup: int = 1, repeats: int = 5) ->
     return Timing(first, statistics.median(times), tuple(times))
 
 
+def compile_timed(
+    fn: Callable,
+    *args,
+    donate_argnums: int | tuple[int, ...] = (),
+    compiler_options: Mapping[str, Any] | None = None,
+    **kwargs,
+) -> tuple[Any, float]:
+    """Compiles ``jax.jit(fn)`` ahead of time for ``args``; returns ``(compiled, seconds)``.
+
+    The seconds cover tracing, lowering and XLA compilation (no run). Call the
+    returned executable with arguments of the same shapes (donated ones are
+    consumed, as with ``jax.jit``); :func:`compiled_cost` and
+    :func:`compiled_memory_bytes` read its analyses without compiling again.
+    ``compiler_options``: XLA options for ``jax.jit`` (tests lower the CPU
+    backend's optimisation level to compile faster).
+    """
+    t0 = time.perf_counter()
+    jitted = jax.jit(
+        fn, donate_argnums=donate_argnums, compiler_options=dict(compiler_options or {}) or None
+    )
+    compiled = jitted.lower(*args, **kwargs).compile()
+    return compiled, time.perf_counter() - t0
+
+
 def cost_analysis(fn: Callable, *args, **kwargs) -> dict[str, float] | None:
     """XLA's cost analysis of ``jax.jit(fn)`` compiled for ``args``, or None.
 
     Returns the compiled program's ``cost_analysis()`` as a flat dict (keys such
     as ``'flops'``, ``'bytes accessed'``), or None where the backend gives none.
     """
-    compiled = jax.jit(fn).lower(*args, **kwargs).compile()
+    return compiled_cost(jax.jit(fn).lower(*args, **kwargs).compile())
+
+
+def compiled_cost(compiled: Any) -> dict[str, float] | None:
+    """``cost_analysis()`` of a compiled executable as a flat dict, or None (see above)."""
     try:
         cost = compiled.cost_analysis()
     except Exception:  # some backends raise instead of returning None
@@ -85,10 +114,68 @@ def count_macs(fn: Callable, *args, **kwargs) -> float | None:
     add one flop per element, so the MAC count of a network is dominated by,
     and close to, its matmuls.
     """
-    cost = cost_analysis(fn, *args, **kwargs)
+    return macs_from_cost(cost_analysis(fn, *args, **kwargs))
+
+
+def macs_from_cost(cost: Mapping[str, float] | None) -> float | None:
+    """``cost['flops'] / 2`` of a :func:`compiled_cost` dict, or None."""
     if cost is None or "flops" not in cost:
         return None
     return cost["flops"] / 2.0
+
+
+def compiled_memory_bytes(compiled: Any) -> int | None:
+    """XLA's memory estimate of one run of a compiled executable, or None.
+
+    From ``memory_analysis()``: arguments + outputs - aliased (donated) +
+    temporaries (XLA's buffer assignment, already packed for reuse). Available on
+    CPU, where :func:`peak_memory_bytes` is not; its ``peak_memory_in_bytes``
+    is not used because on CPU it leaves the temporaries out.
+    """
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # some backends raise
+        return None
+    if m is None:
+        return None
+    total = (
+        m.argument_size_in_bytes
+        + m.output_size_in_bytes
+        - m.alias_size_in_bytes
+        + m.temp_size_in_bytes
+    )
+    return int(total) if total > 0 else None
+
+
+def limit_windows(
+    windows: Iterable[Mapping[str, Any]], batch_size: int, max_batches: int
+) -> Iterator[dict[str, Any]]:
+    """Evaluation windows cut so that at most ``max_batches`` sampler calls are made.
+
+    ``windows`` are per-sequence dicts whose per-window arrays have a leading
+    ``[N, F, ...]`` axis pair (``pose_2d``, ``pose_3d``, ``mask``, ...), as
+    ``make_eval_windows`` yields and ``evaluation.evaluate_hypotheses`` reads
+    ``batch_size`` of per call. Sequences are taken in order, each cut to the
+    calls left; ``max_batches <= 0`` passes everything through.
+    """
+    if max_batches <= 0:
+        yield from windows
+        return
+    if batch_size < 1:
+        raise ValueError(f"limit_windows: batch_size={batch_size} must be >= 1.")
+    left = max_batches
+    for w in windows:
+        if left <= 0:
+            return
+        n = int(np.shape(w["pose_2d"])[0])
+        keep = min(n, left * batch_size)
+        left -= -(-keep // batch_size)
+        out = dict(w)
+        if keep < n:
+            for k, v in w.items():
+                if isinstance(v, np.ndarray) and v.ndim >= 2 and v.shape[0] == n:
+                    out[k] = v[:keep]
+        yield out
 
 
 def peak_memory_bytes(device: jax.Device | None = None) -> int | None:
@@ -120,13 +207,16 @@ def utilisation(macs_per_call: float | None, seconds: float, peak: float | None)
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
-    """A markdown table of ``rows`` with ``columns`` as ``(key, header)`` pairs; None -> ``n/a``."""
+    """A markdown table of ``rows`` with ``columns`` as ``(key, header)`` pairs; None -> ``n/a``.
+
+    Floats get 4 significant digits, those of 10,000 or more are rounded to integers.
+    """
 
     def fmt(v):
         if v is None:
             return "n/a"
         if isinstance(v, float):
-            return f"{v:.4g}"
+            return f"{v:.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
         return str(v)
 
     lines = [
