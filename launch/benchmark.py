@@ -150,6 +150,15 @@ _FAKE_DEVICES = flags.DEFINE_integer(
     "If > 0, ask XLA for this many host (CPU) devices (the samplers shard their batch over "
     "all devices); set before jax starts.",
 )
+_DEVICES = flags.DEFINE_integer(
+    "devices", 1, "Train mode: devices of the mesh the batch is split over (CPU: --fake_devices)."
+)
+_PARAM_SHARDING = flags.DEFINE_enum(
+    "param_sharding",
+    "replicated",
+    ["replicated", "fsdp"],
+    "Train mode: the train state's layout (config mesh.param_sharding).",
+)
 _COMPILE_ONLY = flags.DEFINE_bool(
     "compile_only",
     False,
@@ -520,6 +529,9 @@ def run_train_benchmark(
     num_batches: int = 2,
     compile_only: bool = False,
     compiler_options: dict | None = None,
+    devices: int = 1,
+    param_sharding: str = "replicated",
+    fsdp_min_size: int | None = None,
 ) -> dict:
     """Times the jitted training step of ``model`` (default ``'mmdiff'``); returns the report.
 
@@ -530,10 +542,14 @@ def run_train_benchmark(
     and XLA's memory estimate without allocating the state or running a step
     (e.g. the paper batch of a model too large for this machine's memory).
     ``compiler_options``: XLA options of the step's (and the initialiser's) ``jax.jit``.
+    ``devices``/``param_sharding``: the training loop's mesh (batch split over
+    ``devices``) and ``mesh.param_sharding`` ('replicated' or 'fsdp'); the memory
+    column is then per device.
     """
     import jax
 
     from pose_jax import benchmarking
+    from pose_jax import sharding as sharding_lib
     from pose_jax.systems import get_system
     from pose_jax.training import loop, train_step
 
@@ -561,8 +577,18 @@ def run_train_benchmark(
         # DiffPose-frame's uv noise: a GMM fitted to the (here random) 2D residuals.
         system = system.with_data_statistics([_train_batch(system, config, paper_batch, seed=99)])
 
+    if not 1 <= devices <= jax.device_count():
+        raise app.UsageError(
+            f"--devices={devices}; this process sees {jax.device_count()} device(s) "
+            "(on CPU add --fake_devices=N)."
+        )
+    for b in batches or [paper_batch]:
+        if b % devices:
+            raise app.UsageError(f"--batch={b} does not split over --devices={devices}.")
     device = jax.devices()[0]
     kind = device.device_kind
+    mesh = sharding_lib.make_mesh(devices)
+    batch_sh = sharding_lib.batch_sharding(mesh)
     peak = (
         peak_tflops * 1e12
         if peak_tflops
@@ -575,13 +601,19 @@ def run_train_benchmark(
         ema_decay=config.optim.get("ema_decay") or None,
         gradient_mode=config.optim.gradient_mode,
     )
-    init_state = jax.jit(
-        loop.make_state_initializer(
-            config, system, system.example_batch(config.data.num_frames), optimizer
-        ),
-        out_shardings=jax.sharding.SingleDeviceSharding(device),
-        compiler_options=compiler_options,
+    init_fn = loop.make_state_initializer(
+        config, system, system.example_batch(config.data.num_frames), optimizer
     )
+    # The loop's layout: state replicated or FSDP-split over the mesh, batch split.
+    abstract = jax.eval_shape(init_fn)
+    state_sh = sharding_lib.state_shardings(
+        abstract,
+        mesh,
+        param_sharding,
+        min_size=sharding_lib.FSDP_MIN_SIZE if fsdp_min_size is None else fsdp_min_size,
+    )
+    state_mib = sharding_lib.bytes_per_device(abstract, state_sh) / 2**20
+    init_state = jax.jit(init_fn, out_shardings=state_sh, compiler_options=compiler_options)
     keys = tuple(config.train.batch_keys)
     rows = []
     n_params = None
@@ -590,19 +622,32 @@ def run_train_benchmark(
         host = [{k: h[k] for k in keys} for h in host]
         if compile_only:
             state = jax.eval_shape(init_state)
-            on_device = [jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), host[0])]
+            on_device = [
+                jax.tree.map(
+                    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=batch_sh), host[0]
+                )
+            ]
         else:
-            on_device = [jax.device_put(h, device) for h in host]
+            on_device = [jax.device_put(h, batch_sh) for h in host]
             jax.block_until_ready(on_device)
             state = init_state()
         n_params = sum(x.size for x in jax.tree.leaves(state.params))
         compiled, compile_s = benchmarking.compile_timed(
-            step_fn, state, on_device[0], donate_argnums=0, compiler_options=compiler_options
+            step_fn,
+            state,
+            on_device[0],
+            donate_argnums=0,
+            compiler_options=compiler_options,
+            in_shardings=(state_sh, batch_sh),
+            out_shardings=(state_sh, sharding_lib.replicated(mesh)),
         )
         macs = benchmarking.macs_from_cost(benchmarking.compiled_cost(compiled))
         mem = benchmarking.compiled_memory_bytes(compiled)
         row = {
             "batch": b,
+            "devices": devices,
+            "param_sharding": param_sharding,
+            "state_mib_per_device": state_mib,
             "paper_batch": paper_batch,
             "frames": frames,
             "paper_frames": paper_frames,
@@ -830,6 +875,9 @@ def _train_markdown(report: dict) -> str:
     cols = [
         ("batch", "batch"),
         ("paper_batch", "paper batch"),
+        ("devices", "devices"),
+        ("param_sharding", "state layout"),
+        ("state_mib_per_device", "state MiB/device"),
         ("frames", "frames"),
         ("params_m", "params M"),
         ("compile_s", "compile s"),
@@ -838,15 +886,15 @@ def _train_markdown(report: dict) -> str:
         ("steps_per_s", "steps/s"),
         ("samples_per_s", "samples/s"),
         ("poses_per_s", "poses/s"),
-        ("gmacs_per_step", "GMACs/step"),
-        ("achieved_tflops", "TFLOP/s"),
+        ("gmacs_per_step", "GMACs/step/device"),
+        ("achieved_tflops", "TFLOP/s/device"),
         ("flop_utilisation", "utilisation"),
-        ("xla_memory_mib", "XLA memory MiB"),
+        ("xla_memory_mib", "XLA memory MiB/device"),
     ]  # final_loss (random data: a finiteness check only) stays in the JSON
     head = (
         f"### train: {report['model']} ({report['denoiser']}, {report['stage']} stage), "
         f"float32, {report['optimizer']}{' + EMA' if report['ema'] else ''}, "
-        f"gradient {report['gradient_mode']}\n\n{_setup_line(report)} One device; paper batch "
+        f"gradient {report['gradient_mode']}\n\n{_setup_line(report)} Paper batch "
         f"{report['paper_batch']} x {report['paper_frames']} frames (config.data.batch_size); "
         "random data on the device; first call = compile + first step; XLA memory = "
         "arguments + outputs - donated + temporaries of the compiled step."
@@ -892,8 +940,14 @@ def main(argv):
             repeats=_REPEATS.value,
             peak_tflops=_PEAK_TFLOPS.value,
             compile_only=_COMPILE_ONLY.value,
+            devices=_DEVICES.value,
+            param_sharding=_PARAM_SHARDING.value,
         )
     else:
+        if _DEVICES.value != 1 or _PARAM_SHARDING.value != "replicated":
+            raise app.UsageError(
+                "--devices/--param_sharding are --mode=train flags (samplers use every device)."
+            )
         if _COMPILE_ONLY.value:
             raise app.UsageError("--compile_only is a --mode=train flag.")
         report = run_benchmark(

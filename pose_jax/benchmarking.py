@@ -66,6 +66,8 @@ def compile_timed(
     *args,
     donate_argnums: int | tuple[int, ...] = (),
     compiler_options: Mapping[str, Any] | None = None,
+    in_shardings: Any = None,
+    out_shardings: Any = None,
     **kwargs,
 ) -> tuple[Any, float]:
     """Compiles ``jax.jit(fn)`` ahead of time for ``args``; returns ``(compiled, seconds)``.
@@ -75,11 +77,20 @@ def compile_timed(
     consumed, as with ``jax.jit``); :func:`compiled_cost` and
     :func:`compiled_memory_bytes` read its analyses without compiling again.
     ``compiler_options``: XLA options for ``jax.jit`` (tests lower the CPU
-    backend's optimisation level to compile faster).
+    backend's optimisation level to compile faster); ``in_shardings`` /
+    ``out_shardings``: as for ``jax.jit`` (None: inferred from the arguments).
     """
     t0 = time.perf_counter()
+    shardings = {}
+    if in_shardings is not None:
+        shardings["in_shardings"] = in_shardings
+    if out_shardings is not None:
+        shardings["out_shardings"] = out_shardings
     jitted = jax.jit(
-        fn, donate_argnums=donate_argnums, compiler_options=dict(compiler_options or {}) or None
+        fn,
+        donate_argnums=donate_argnums,
+        compiler_options=dict(compiler_options or {}) or None,
+        **shardings,
     )
     compiled = jitted.lower(*args, **kwargs).compile()
     return compiled, time.perf_counter() - t0

@@ -245,6 +245,23 @@ def test_train_compile_only_runs_no_step():
     assert "no step was run" in md and md.splitlines()[-1].count("n/a") == 7  # no timing columns
 
 
+def test_train_fsdp_splits_the_state_over_devices():
+    kw = dict(denoiser="gcndiff_tiny", batches=[16], repeats=1, warmup=0, compiler_options=FAST)
+    rep = benchmark.run_train_benchmark("diffpose_frame", devices=8, **kw)
+    # The tiny model's kernels are below the default 2**16 threshold: lower it.
+    fsdp = benchmark.run_train_benchmark(
+        "diffpose_frame", devices=8, param_sharding="fsdp", fsdp_min_size=256, **kw
+    )
+    a, b = rep["rows"][0], fsdp["rows"][0]
+    assert (a["devices"], a["param_sharding"]) == (8, "replicated")
+    assert (b["devices"], b["param_sharding"]) == (8, "fsdp")
+    assert np.isfinite(a["final_loss"]) and np.isfinite(b["final_loss"])
+    # Most of the state (params, EMA, Adam moments) is split 8 ways.
+    assert a["state_mib_per_device"] / 8 < b["state_mib_per_device"] < a["state_mib_per_device"] / 3
+    with pytest.raises(app.UsageError, match="does not split"):
+        benchmark.run_train_benchmark("diffpose_frame", devices=8, **{**kw, "batches": [12]})
+
+
 def test_main_writes_json_and_markdown(tmp_path):
     _main(
         system="diffpose_frame",
