@@ -166,10 +166,24 @@ class ChebConv(nn.Module):
         )
         bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
         dtype = self.dtype or jnp.result_type(x, jnp.float32)
-        # (T_k X) W_k summed over k, in the reference's order of products.
-        tx = jnp.einsum("knm,...mc->...knc", jnp.asarray(basis, dtype), x.astype(dtype))
-        y = jnp.einsum("...knc,kcd->...nd", tx, kernel.astype(dtype))
+        x = x.astype(dtype)
+        # sum_k (T_k X) W_k as one matmul of [T_0 X, ..., T_K X] (channels concatenated)
+        # with the stacked kernel. T_k X is the [N, N] matrix broadcast over the batch:
+        # this keeps X in its [..., N, C] layout (contracting the node axis with einsum
+        # made XLA:CPU transpose X and T X around every dot), and T_0 = I is not
+        # multiplied out. Same products as the reference; only the summation order of
+        # the k terms differs (float32 rounding).
+        terms = [x if _is_identity(t) else jnp.matmul(jnp.asarray(t, dtype), x) for t in basis]
+        tx = terms[0] if k1 == 1 else jnp.concatenate(terms, axis=-1)
+        y = tx @ kernel.astype(dtype).reshape(k1 * x.shape[-1], self.features)
         return y + bias.astype(dtype)
+
+
+def _is_identity(t) -> bool:
+    """True for a concrete (host) identity matrix; traced arrays are never skipped."""
+    if not isinstance(t, np.ndarray):
+        return False
+    return t.ndim == 2 and t.shape[0] == t.shape[1] and np.array_equal(t, np.eye(t.shape[0]))
 
 
 class GraphConv(nn.Module):
@@ -274,13 +288,10 @@ class GraphNet(nn.Module):
         a = self.param("adjacency", lambda k, s, d=jnp.float32: jnp.eye(s[0], dtype=d), (n, n))
         d = (jnp.sum(a, axis=0) + 1e-5) ** -0.5
         lap = (d[:, None] * a * d[None, :]).astype(self.dtype or jnp.result_type(x, jnp.float32))
-        h = layers.TorchDense(2 * c, dtype=self.dtype, name="fc1")(
-            jnp.einsum("nm,...mc->...nc", lap, x)
-        )
+        # L X as a matmul broadcast over the batch (keeps X's layout; see ChebConv).
+        h = layers.TorchDense(2 * c, dtype=self.dtype, name="fc1")(jnp.matmul(lap, x))
         h = jax.nn.relu(h)
-        return layers.TorchDense(c, dtype=self.dtype, name="fc2")(
-            jnp.einsum("nm,...mc->...nc", lap, h)
-        )
+        return layers.TorchDense(c, dtype=self.dtype, name="fc2")(jnp.matmul(lap, h))
 
 
 class GraAttenLayer(nn.Module):

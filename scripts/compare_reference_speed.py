@@ -1,0 +1,947 @@
+r"""Times pose_jax against the reference PyTorch implementation on the same machine.
+
+Runs one system's sampler in both implementations at identical settings, in one
+process, with random weights (speed does not depend on them), and prints per
+setting the median seconds per sampler call, poses/s and the speed ratio
+``pose_jax poses/s / reference poses/s`` (> 1: pose_jax is faster):
+
+* ``--system=d3dp`` -- the reference's own flip-TTA DDIM loop
+  (``D3DP.ddim_sample_flip`` in ``common/diffusionpose.py``; plain
+  ``ddim_sample`` with ``--no_flip``, K = 1 only) against ``D3DPSystem.make_sampler``:
+  H hypotheses, K iterations (``--grid=H1K1,H5K5``) on ``--clips`` clips of
+  ``--frames`` frames (default one 243-frame clip), MixSTE2 512 x 8.
+* ``--system=diffpose_frame`` -- DiffPose's GCNdiff (``models/gcndiff.py``) driven
+  by its ``common/utils_diff.generalized_steps``;
+  ``--system=mmdiff`` -- monoMotionDiff's DiffModel (``models/model.py``) driven by
+  ``models/diffusion/utils.generalized_steps``; both against
+  ``DiffPoseSystem.make_sampler``. DDIM (eta 0) ``S`` steps (``--grid=S1,S2,S3,S4``)
+  on ``range(0, 12, 12 // S)`` (T_test 12, the GT config of monoMotionDiff's speed
+  table), flip TTA over the chain (the reference side runs the chain on the
+  mirrored input too and averages, as monoMotionDiff's ``runner.test``), batches
+  of ``--batch`` poses (default 256). The lifter is not timed on either side.
+
+Both sides make the same number of network passes per sampler call (pose_jax
+batches the flipped copies into the same call, the references call the network
+twice). Timing is the same on both sides: the first call and ``--warmup`` calls
+are not timed, then ``--repeats`` calls of each side alternate (pose_jax,
+reference, reference, pose_jax, ...), so background load hits both; the median
+is reported. pose_jax calls end with ``jax.block_until_ready``; reference calls
+run under ``torch.inference_mode()`` in eval mode with ``torch.set_num_threads``
+= ``--torch_threads`` (default: the CPU count). XLA uses every core by default.
+
+Run it on an otherwise idle machine: with ``torch.set_num_threads`` = all cores,
+any other busy process makes the reference's many small OpenMP regions wait for a
+descheduled thread (on a 2-core VM we saw reference calls 10x slower next to one
+other job, pose_jax's about 2x slower), so alternating the calls does not cancel
+background load. Each row records the 1-minute load average at its start.
+
+Each row also gives both sides' GFLOP/s (XLA's ``cost_analysis`` count of one
+denoiser call times the passes), and the run starts by measuring the machine's
+float32 2048^3 GEMM rate in torch and XLA (skip with ``--no_gemm``): the work per
+call is fixed, so that rate bounds the ratio any implementation can reach.
+
+The reference is imported at run time from the checkout the user gives (nothing
+of it is copied into pose_jax); its hard-coded ``.cuda()`` calls are redirected
+to the CPU while it runs, and a stand-in replaces ``timm`` when that cannot be
+imported (as in ``scripts/record_d3dp_fixtures.py``). Needs ``torch`` (``pip
+install torch``, or ``pip install -e '.[torch]'``) in the same Python as
+pose_jax, plus what the reference imports (``einops``, ``scipy``)::
+
+  python scripts/compare_reference_speed.py --system=d3dp --reference_dir=/src/D3DP
+  python scripts/compare_reference_speed.py --system=d3dp --reference_dir=/src/D3DP \
+      --grid=H1K1,H5K5 --repeats=1 --warmup=0
+  python scripts/compare_reference_speed.py --system=diffpose_frame \
+      --reference_dir=/src/Diffpose --batch=256,1024
+  python scripts/compare_reference_speed.py --system=mmdiff \
+      --reference_dir=/src/monoMotionDiff --out=/tmp/compare
+
+``--out DIR`` writes ``compare_reference_speed.json`` and ``.md`` there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import statistics
+import sys
+import time
+import types
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+_REPO_ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+_SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+SYSTEMS = ("d3dp", "diffpose_frame", "mmdiff")
+
+# The reference repository of each system and the files this script imports from it.
+REFERENCES = {
+    "d3dp": (
+        "paTRICK-swk/D3DP",
+        ("common/diffusionpose.py", "common/mixste.py"),
+    ),
+    "diffpose_frame": (
+        "GONGJIA0208/Diffpose",
+        (
+            "models/gcndiff.py",
+            "models/ChebConv.py",
+            "models/GraFormer.py",
+            "common/utils_diff.py",
+        ),
+    ),
+    "mmdiff": (
+        "jjkislele/monoMotionDiff",
+        (
+            "models/model.py",
+            "models/backbone/ChebConv.py",
+            "models/backbone/GraFormer.py",
+            "models/diffusion/utils.py",
+        ),
+    ),
+}
+
+# The experiment configs, as launch/benchmark.py times them (GT 2D for the GCN table).
+CONFIG_SPECS = {
+    "d3dp": "configs/d3dp_h36m.py",
+    "diffpose_frame": "configs/diffpose_frame_h36m.py:keypoints=gt",
+    "mmdiff": "configs/mmdiff_h36m.py:keypoints=gt",
+}
+
+# Speed targets of issue #8 (pose_jax / reference throughput, CPU, identical settings).
+TARGETS = {"d3dp": 1.5, "diffpose_frame": 5.0, "mmdiff": 5.0}
+
+# monoMotionDiff's GT config: T_test 12 (REFERENCE.md 6.4); steps S use range(0, 12, 12 // S).
+T_TEST = 12
+NUM_DIFFUSION_STEPS = 51  # DiffPose / monoMotionDiff: linear betas 1e-4 .. 1e-3
+JOINTS_LEFT = [4, 5, 6, 11, 12, 13]
+JOINTS_RIGHT = [1, 2, 3, 14, 15, 16]
+H36M_EDGES = [
+    [0, 1], [1, 2], [2, 3], [0, 4], [4, 5], [5, 6], [0, 7], [7, 8],
+    [8, 9], [9, 10], [8, 11], [11, 12], [12, 13], [8, 14], [14, 15], [15, 16],
+]  # fmt: skip
+NUM_JOINTS = 17
+
+
+class ReferenceDirError(FileNotFoundError):
+    """``--reference_dir`` is not a checkout of the expected reference repository."""
+
+
+# ---------------------------------------------------------------------------
+# Arguments
+# ---------------------------------------------------------------------------
+
+
+def _csv(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def parse_grid(system: str, entries: Sequence[str]) -> list[dict[str, int]]:
+    """``['H1K1', ...]`` (D3DP) or ``['S1', ...]`` (GCN refiners) -> list of settings.
+
+    Raises:
+      ValueError: an entry that does not fit the system (the message names it).
+    """
+    if system not in SYSTEMS:
+        raise ValueError(f"--system={system!r}; expected one of {SYSTEMS}.")
+    if not entries:
+        raise ValueError("--grid is empty; expected at least one entry.")
+    out = []
+    for entry in entries:
+        e = entry.strip().upper()
+        if system == "d3dp":
+            m = re.fullmatch(r"H(\d+)K(\d+)", e)
+            if not m or int(m[1]) < 1 or int(m[2]) < 1:
+                raise ValueError(
+                    f"--grid entry {entry!r}: D3DP takes HxKy with x, y >= 1, e.g. H1K1,H5K5."
+                )
+            out.append({"H": int(m[1]), "K": int(m[2])})
+        else:
+            m = re.fullmatch(r"S(\d+)", e)
+            if not m or not 1 <= int(m[1]) <= T_TEST:
+                raise ValueError(
+                    f"--grid entry {entry!r}: the GCN refiners take S1..S{T_TEST} "
+                    f"(DDIM steps from T_test {T_TEST}), e.g. S1,S2,S3,S4."
+                )
+            out.append({"steps": int(m[1])})
+    return out
+
+
+def _positive_ints(name: str, values: Sequence[str]) -> list[int]:
+    out = []
+    for v in values:
+        try:
+            n = int(v)
+        except ValueError:
+            raise ValueError(f"--{name} entry {v!r} is not an integer.") from None
+        if n < 1:
+            raise ValueError(f"--{name} entry {v!r}; expected an integer >= 1.")
+        out.append(n)
+    if not out:
+        raise ValueError(f"--{name} is empty; expected at least one integer >= 1.")
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="compare_reference_speed.py",
+        description=__doc__.split("\n", 1)[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--system", required=True, choices=SYSTEMS, help="System to compare.")
+    ap.add_argument(
+        "--reference_dir",
+        required=True,
+        help="Checkout of the reference: paTRICK-swk/D3DP (d3dp), GONGJIA0208/Diffpose "
+        "(diffpose_frame) or jjkislele/monoMotionDiff (mmdiff).",
+    )
+    ap.add_argument(
+        "--grid", default=None, help="D3DP: HxKy entries (default H1K1); GCN: Sn (default S1..S4)."
+    )
+    ap.add_argument("--batch", default="256", help="GCN: poses per call, comma-separated.")
+    ap.add_argument("--clips", type=int, default=1, help="D3DP: clips per call.")
+    ap.add_argument("--frames", type=int, default=243, help="D3DP: frames per clip.")
+    ap.add_argument(
+        "--denoiser",
+        default=None,
+        help="pose_jax registry name overriding the config's model (e.g. d3dp_tiny, "
+        "mmdiff_tiny); the reference is built at the same width/depth.",
+    )
+    ap.add_argument("--no_flip", action="store_true", help="Disable flip TTA on both sides.")
+    ap.add_argument("--warmup", type=int, default=1, help="Untimed calls after the first call.")
+    ap.add_argument("--repeats", type=int, default=5, help="Timed calls per side (median).")
+    ap.add_argument(
+        "--torch_threads", type=int, default=None, help="torch.set_num_threads (default: CPUs)."
+    )
+    ap.add_argument(
+        "--no_gemm", action="store_true", help="Skip the float32 GEMM-rate measurement."
+    )
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="Directory for the JSON and markdown reports.")
+    return ap
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parses and validates the command line (``argparse``; no absl flags are defined)."""
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    try:
+        default = ["H1K1"] if args.system == "d3dp" else ["S1", "S2", "S3", "S4"]
+        args.grid_entries = parse_grid(args.system, _csv(args.grid) if args.grid else default)
+        args.batches = _positive_ints("batch", _csv(args.batch))
+        for name in ("clips", "frames", "repeats"):
+            if getattr(args, name) < 1:
+                raise ValueError(f"--{name}={getattr(args, name)}; expected >= 1.")
+        if args.warmup < 0:
+            raise ValueError(f"--warmup={args.warmup}; expected >= 0.")
+        if args.system == "d3dp" and args.no_flip and any(g["K"] > 1 for g in args.grid_entries):
+            raise ValueError(
+                "--no_flip with --system=d3dp takes K=1 only: the reference's no-flip loop "
+                "(D3DP.ddim_sample) feeds a float64 state (its float64 schedule buffers) back "
+                "into the float32 network after the first step and fails."
+            )
+        if args.torch_threads is not None and args.torch_threads < 1:
+            raise ValueError(f"--torch_threads={args.torch_threads}; expected >= 1.")
+    except ValueError as e:
+        ap.error(str(e))
+    args.torch_threads = args.torch_threads or os.cpu_count() or 1
+    return args
+
+
+def check_reference_dir(system: str, path: str) -> str:
+    """The absolute checkout path, after checking the files this script imports exist.
+
+    Raises:
+      ReferenceDirError: naming the directory and the first expected file not there.
+    """
+    repo, files = REFERENCES[system]
+    root = os.path.abspath(os.path.expanduser(path))
+    if not os.path.isdir(root):
+        raise ReferenceDirError(
+            f"--reference_dir={path!r} is not a directory; expected a checkout of "
+            f"github.com/{repo} (containing {files[0]})."
+        )
+    for rel in files:
+        if not os.path.isfile(os.path.join(root, rel)):
+            raise ReferenceDirError(
+                f"--reference_dir={path!r} does not look like a checkout of "
+                f"github.com/{repo} for --system={system}: expected file "
+                f"{os.path.join(root, rel)} (not found)."
+            )
+    return root
+
+
+def require_torch():
+    """Imports torch, or raises ImportError saying how to install it."""
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(
+            "compare_reference_speed: PyTorch is not installed in this Python "
+            f"({sys.executable}); the reference runs in the same process as pose_jax. "
+            "Install it with `pip install torch` (or `pip install -e '.[torch]'`), plus "
+            "`pip install einops scipy` for the reference code."
+        ) from e
+    return torch
+
+
+# ---------------------------------------------------------------------------
+# Timing and reporting (pure)
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    first_call_s: float
+    median_s: float
+    times_s: tuple[float, ...]
+
+
+def time_interleaved(
+    calls: Mapping[str, Callable[[int], Any]],
+    *,
+    warmup: int = 1,
+    repeats: int = 5,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, Timing]:
+    """Times several calls alternately; each ``calls[name](i)`` returns when its work is done.
+
+    Every call runs once first (reported as ``first_call_s``, not in the median:
+    tracing, compilation, lazy initialisation), then ``warmup`` untimed rounds,
+    then ``repeats`` timed rounds. Rounds alternate the order (names, reversed
+    names, ...), so a change of background load between rounds hits every side.
+    """
+    if repeats < 1:
+        raise ValueError(f"time_interleaved: repeats={repeats}; expected >= 1.")
+    names = list(calls)
+    first: dict[str, float] = {}
+    for name in names:
+        t0 = clock()
+        calls[name](0)
+        first[name] = clock() - t0
+    for r in range(warmup):
+        for name in names if r % 2 == 0 else names[::-1]:
+            calls[name](1 + r)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            t0 = clock()
+            calls[name](1000 + r)
+            times[name].append(clock() - t0)
+    return {n: Timing(first[n], statistics.median(times[n]), tuple(times[n])) for n in names}
+
+
+def speed_ratio(ours_s: float, reference_s: float) -> float:
+    """pose_jax throughput / reference throughput at the same work per call."""
+    if ours_s <= 0 or reference_s <= 0:
+        raise ValueError(f"speed_ratio: times must be > 0 (got {ours_s}, {reference_s}).")
+    return reference_s / ours_s
+
+
+def make_row(
+    setting: str,
+    poses: int,
+    passes: int,
+    ours: Timing,
+    ref: Timing,
+    *,
+    gflop: float | None = None,
+    **extra,
+) -> dict:
+    """One table row (JSON-able); ``gflop``: the work of one call (both sides do the same)."""
+    rate = lambda s: None if gflop is None else gflop / s  # noqa: E731
+    return {
+        "setting": setting,
+        "poses_per_call": poses,
+        "network_passes_per_call": passes,
+        "reference_first_call_s": ref.first_call_s,
+        "pose_jax_first_call_s": ours.first_call_s,
+        "reference_median_s": ref.median_s,
+        "pose_jax_median_s": ours.median_s,
+        "reference_poses_per_s": poses / ref.median_s,
+        "pose_jax_poses_per_s": poses / ours.median_s,
+        "speed_ratio": speed_ratio(ours.median_s, ref.median_s),
+        "gflop_per_call": gflop,
+        "reference_gflops": rate(ref.median_s),
+        "pose_jax_gflops": rate(ours.median_s),
+        "reference_times_s": list(ref.times_s),
+        "pose_jax_times_s": list(ours.times_s),
+        **extra,
+    }
+
+
+COLUMNS = (
+    ("setting", "setting"),
+    ("network_passes_per_call", "network passes/call"),
+    ("reference_median_s", "reference s/call"),
+    ("pose_jax_median_s", "pose_jax s/call"),
+    ("reference_poses_per_s", "reference poses/s"),
+    ("pose_jax_poses_per_s", "pose_jax poses/s"),
+    ("speed_ratio", "speed ratio (pose_jax / reference)"),
+    ("reference_gflops", "reference GFLOP/s"),
+    ("pose_jax_gflops", "pose_jax GFLOP/s"),
+    ("loadavg_1min", "load avg (1 min) at start"),
+)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    lines = [
+        "| " + " | ".join(h for _, h in COLUMNS) + " |",
+        "|" + "|".join("---" for _ in COLUMNS) + "|",
+    ]
+    for row in rows:
+        cells = []
+        for key, _ in COLUMNS:
+            v = row.get(key)
+            cells.append(f"{v:.2f}x" if key == "speed_ratio" and v is not None else _fmt(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def target_summary(
+    system: str, rows: Sequence[Mapping[str, Any]], gemm_gflops: float | None = None
+) -> str:
+    """The target verdict; with the machine's GEMM rate, also the most any code could reach."""
+    target = TARGETS[system]
+    ratios = [r["speed_ratio"] for r in rows]
+    met = sum(r >= target for r in ratios)
+    verdict = "met" if met == len(ratios) else ("not met" if met == 0 else "partly met")
+    text = (
+        f"Target (issue #8): pose_jax >= {target:g}x the reference's throughput: {verdict} "
+        f"({met} of {len(ratios)} settings; ratios {min(ratios):.2f}x to {max(ratios):.2f}x)."
+    )
+    ref_rates = [r.get("reference_gflops") for r in rows]
+    if gemm_gflops and all(ref_rates):
+        ceilings = [gemm_gflops / r for r in ref_rates]
+        text += (
+            f" Ceiling: running the same float32 work at this machine's measured GEMM rate "
+            f"({gemm_gflops:.4g} GFLOP/s) would be {min(ceilings):.2f}x to "
+            f"{max(ceilings):.2f}x the reference."
+        )
+    return text
+
+
+def to_markdown(report: Mapping[str, Any]) -> str:
+    """The report as a markdown section: setup, command, table, target line."""
+    env = report["environment"]
+    flip = "on" if report["flip_tta"] else "off"
+    head = (
+        f"### {report['system']}: reference {report['reference_repo']} vs pose_jax "
+        f"({report['denoiser']}), float32, flip TTA {flip}\n\n"
+        f"Machine: {env['cpu_model']} ({env['cpu_count']} CPUs), host {env['host']}, "
+        f"{env['platform']}; load average {env['loadavg_before']} before, "
+        f"{env['loadavg_after']} after. "
+        f"torch {env['torch_version']} ({env['torch_threads']} threads, inference_mode, eval); "
+        f"jax {env['jax_version']} ({env['jax_backend']}, {env['jax_device_count']} device(s)); "
+        f"{report['date_utc']} UTC. First call excluded, {report['warmup']} warm-up, median of "
+        f"{report['repeats']} alternated calls per side; random weights; "
+        f"{report['setting_note']}. GFLOP/s: XLA's count of the call's work "
+        f"(`cost_analysis`), divided by each side's time. {_gemm_text(report.get('gemm'))}\n\n"
+        f"Command: `{report['command']}`"
+    )
+    table = markdown_table(report["rows"])
+    gemm = (report.get("gemm") or {}).get("best_gflops")
+    summary = target_summary(report["system"], report["rows"], gemm)
+    return f"{head}\n\n{table}\n\n{summary}\n"
+
+
+def _gemm_text(gemm: Mapping[str, Any] | None) -> str:
+    if not gemm:
+        return ""
+    n = gemm["size"]
+    return (
+        f"Float32 GEMM {n}x{n}x{n} on this machine (median of {gemm['repeats']}): torch "
+        f"{gemm['torch_gflops']:.4g} GFLOP/s, XLA {gemm['xla_gflops']:.4g} GFLOP/s."
+    )
+
+
+# ---------------------------------------------------------------------------
+# Reference side (PyTorch, imported from the user's checkout)
+# ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def cpu_redirect(torch):
+    """Runs reference code that hard-codes CUDA on the CPU (``.cuda()``, ``device='cuda'``)."""
+    randn, randn_like, cuda = torch.randn, torch.randn_like, torch.Tensor.cuda
+
+    def _randn(*size, **kwargs):
+        kwargs.pop("device", None)
+        return randn(*size, **kwargs)
+
+    def _randn_like(x, **kwargs):
+        kwargs.pop("device", None)
+        return randn_like(x, **kwargs)
+
+    torch.randn, torch.randn_like = _randn, _randn_like
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    try:
+        yield
+    finally:
+        torch.randn, torch.randn_like, torch.Tensor.cuda = randn, randn_like, cuda
+
+
+def _install_lib2to3_stand_in() -> None:
+    # DiffPose's models/gcndiff.py imports (and never uses) lib2to3, gone in Python 3.13.
+    try:
+        import lib2to3.refactor  # noqa: F401
+    except ImportError:
+        pkg, sub = types.ModuleType("lib2to3"), types.ModuleType("lib2to3.refactor")
+        sub.get_fixers_from_package = lambda *a, **k: []
+        pkg.refactor = sub
+        sys.modules.update({"lib2to3": pkg, "lib2to3.refactor": sub})
+
+
+def _import_reference(root: str, *modules: str) -> list[types.ModuleType]:
+    sys.path.insert(0, _SCRIPTS_DIR)
+    try:
+        import record_diffpose_fixtures as rec  # reuses its package-name isolation
+    finally:
+        sys.path.remove(_SCRIPTS_DIR)
+    try:
+        return rec._import_from(root, *modules)
+    except ModuleNotFoundError as e:
+        raise ImportError(
+            f"The reference code in {root} needs the module {e.name!r}, which is not "
+            f"installed: pip install {e.name}"
+        ) from e
+
+
+def _flip_torch(x):
+    """Mirror of ``[..., J, C]`` as the references write it: negate channel 0, swap L/R."""
+    x = x.clone()
+    x[..., 0] *= -1
+    x[..., JOINTS_LEFT + JOINTS_RIGHT, :] = x[..., JOINTS_RIGHT + JOINTS_LEFT, :]
+    return x
+
+
+def build_reference_d3dp(root: str, *, frames: int, hypotheses: int, iterations: int,
+                         flip: bool, embed_dim: int, depth: int):  # fmt: skip
+    """The reference D3DP sampling model (eval mode) on the CPU."""
+    torch = require_torch()
+    sys.path.insert(0, _SCRIPTS_DIR)
+    try:
+        import record_d3dp_fixtures as d3dp_rec
+    finally:
+        sys.path.remove(_SCRIPTS_DIR)
+    d3dp_rec._install_timm_stand_in()
+    (mod,) = _import_reference(root, "common.diffusionpose")
+    ref_args = argparse.Namespace(
+        number_of_frames=frames, test_time_augmentation=flip, timestep=1000, scale=1.0,
+        cs=embed_dim, dep=depth,
+    )  # fmt: skip
+    model = mod.D3DP(
+        ref_args,
+        JOINTS_LEFT,
+        JOINTS_RIGHT,
+        is_train=False,
+        num_proposals=hypotheses,
+        sampling_timesteps=iterations,
+    )
+    model.device = torch.device("cpu")  # ddim_sample (no flip) reads self.device
+    return model.eval()
+
+
+def reference_d3dp_call(model, pose_2d):
+    """``call(i)`` running the reference's sampler once on ``pose_2d [B, F, J, 2]``."""
+    torch = require_torch()
+    pose_2d = torch.as_tensor(pose_2d)
+    flipped = _flip_torch(pose_2d)
+    zeros = torch.zeros(*pose_2d.shape[:-1], 3)
+
+    def call(i):
+        torch.manual_seed(i)
+        with torch.inference_mode(), cpu_redirect(torch):
+            return model(pose_2d, zeros, input_2d_flip=flipped)
+
+    return call
+
+
+def _model_config(hidden, layers, heads, coords):
+    model = argparse.Namespace(
+        hid_dim=hidden, emd_dim=hidden, coords_dim=list(coords), num_layer=layers,
+        n_head=heads, dropout=0.25, n_pts=NUM_JOINTS,
+    )  # fmt: skip
+    return argparse.Namespace(model=model)
+
+
+def build_reference_gcn(system: str, root: str, *, hidden: int, layers: int, heads: int):
+    """``(model, generalized_steps, betas)`` of DiffPose's GCNdiff or monoMotionDiff's DiffModel."""
+    torch = require_torch()
+    if system == "diffpose_frame":
+        _install_lib2to3_stand_in()
+        gcndiff, utils = _import_reference(root, "models.gcndiff", "common.utils_diff")
+        adj = gcndiff.adj_mx_from_edges(NUM_JOINTS, torch.tensor(H36M_EDGES), sparse=False)
+        model = gcndiff.GCNdiff(adj, _model_config(hidden, layers, heads, (5, 5)))
+    else:
+        model_mod, utils = _import_reference(root, "models.model", "models.diffusion.utils")
+        j = NUM_JOINTS
+        edges = (
+            H36M_EDGES + [[i, i + j] for i in range(j)] + [[a + j, b + j] for a, b in H36M_EDGES]
+        )
+        model = model_mod.DiffModel(
+            adj_2d3d=model_mod.adj_mx_from_edges(2 * j, torch.tensor(edges), sparse=False),
+            adj_ctx=model_mod.adj_mx_from_edges(j, torch.tensor(H36M_EDGES), sparse=False),
+            hid_dim=hidden,
+            num_layers=layers,
+            n_head=heads,
+            dropout=0.25,
+            n_pts=2 * j,
+            coords_dim=(3, 3),
+        )
+    betas = utils.get_beta_schedule(
+        beta_schedule="linear",
+        beta_start=1e-4,
+        beta_end=1e-3,
+        num_diffusion_timesteps=NUM_DIFFUSION_STEPS,
+    )
+    return model.eval(), utils.generalized_steps, torch.from_numpy(betas).float()
+
+
+def reference_gcn_call(system: str, built, uv, x_init, *, steps: int, flip: bool):
+    """``call(i)``: the references' test-loop glue around ``generalized_steps``.
+
+    DiffPose (``test_hyber``) and monoMotionDiff (``runner.test``): the initial
+    uvxyz is refined from ``t = 12 - 12 // S`` with eta 0, the xyz read out and
+    re-rooted; with ``flip`` the same chain runs on the mirrored input and the
+    un-mirrored result is averaged in (monoMotionDiff's flip TTA).
+    """
+    torch = require_torch()
+    model, gen_steps, betas = built
+    seq = range(0, T_TEST, T_TEST // steps)
+    mask = torch.ones(1, 1, NUM_JOINTS, dtype=torch.bool)
+    uv, x_init = torch.as_tensor(uv), torch.as_tensor(x_init)
+    mm = system == "mmdiff"
+    if mm:  # monoMotionDiff keeps a frame axis: [N, 1, J, C]
+        uv, x_init = uv[:, None], x_init[:, None]
+
+    def chain(x, guide):
+        if mm:
+            xs, _ = gen_steps(x.clone(), guide, mask, seq, model, betas, eta=0.0)
+        else:
+            xs, _ = gen_steps(x.clone(), mask, seq, model, betas, eta=0.0)
+        out = xs[-1][..., 2:]
+        return out - out[..., :1, :]
+
+    def call(i):
+        torch.manual_seed(i)
+        with torch.inference_mode(), cpu_redirect(torch):
+            out = chain(x_init, uv)
+            if flip:
+                out_flip = chain(_flip_torch(x_init), _flip_torch(uv))
+                out = (out + _flip_torch(out_flip)) / 2
+            return out
+
+    return call
+
+
+def measure_gemm(size: int = 2048, repeats: int = 5) -> dict:
+    """Float32 ``size^3`` matmul rate of torch and XLA, alternated (the machine's ceiling)."""
+    torch = require_torch()
+    jax = _jax_setup()
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    ja, jb = jax.numpy.asarray(a), jax.numpy.asarray(b)
+    mm = jax.jit(lambda x, y: x @ y)
+
+    def run_torch(i):
+        with torch.inference_mode():
+            ta @ tb
+
+    t = time_interleaved(
+        {"torch": run_torch, "xla": lambda i: mm(ja, jb).block_until_ready()},
+        warmup=1,
+        repeats=repeats,
+    )
+    flop = 2.0 * size**3 / 1e9
+    rates = {k: flop / v.median_s for k, v in t.items()}
+    return {
+        "size": size,
+        "repeats": repeats,
+        "torch_gflops": rates["torch"],
+        "xla_gflops": rates["xla"],
+        "best_gflops": max(rates.values()),
+    }
+
+
+# ---------------------------------------------------------------------------
+# pose_jax side
+# ---------------------------------------------------------------------------
+
+
+def _load_config(system: str, denoiser: str | None):
+    import importlib
+
+    path, _, arg = CONFIG_SPECS[system].partition(":")
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    config = module.get_config(arg or None)
+    if denoiser:
+        with config.unlocked():
+            config.model.name = denoiser
+    return config
+
+
+def _jax_setup():
+    from configs import profiles
+
+    profile = profiles.get_profile("cpu")
+    profiles.set_xla_flags(profile)  # before jax initialises
+    import jax
+
+    jax.config.update("jax_default_matmul_precision", profile.matmul_precision)
+    return jax
+
+
+def run_d3dp(args, root: str, log=print) -> list[dict]:
+    jax = _jax_setup()
+    import numpy as np
+
+    from pose_jax import benchmarking
+    from pose_jax.systems import d3dp as d3dp_lib
+
+    config = _load_config("d3dp", args.denoiser)
+    frames, clips, flip = args.frames, args.clips, not args.no_flip
+    with config.unlocked():
+        config.data.num_frames = frames
+    system = d3dp_lib.D3DPSystem.from_config(config)
+    module = system.model.module
+    params = system.init_params(jax.random.key(args.seed), system.example_batch(frames))
+    rng = np.random.default_rng(args.seed)
+    pose_2d = rng.uniform(-1, 1, (clips, frames, NUM_JOINTS, 2)).astype(np.float32)
+    macs_one = benchmarking.count_macs(
+        lambda p, x, t, c: system.denoise(p, x, t, c),
+        params,
+        jax.numpy.zeros((1, frames, NUM_JOINTS, 3)),
+        jax.numpy.zeros((1,), jax.numpy.int32),
+        {"pose_2d": jax.numpy.asarray(pose_2d[:1])},
+    )
+    rows = []
+    for g in args.grid_entries:
+        h, k = g["H"], g["K"]
+        sampler = system.make_sampler(
+            num_frames=frames, num_hypotheses=h, num_iterations=k, flip_tta=flip
+        )
+        placed = sampler.place_params(params)
+        cond = {"pose_2d": jax.numpy.asarray(pose_2d)}
+
+        def ours(i, sampler=sampler, placed=placed, cond=cond):
+            jax.block_until_ready(sampler(placed, cond, jax.random.key(i)).x0_steps)
+
+        model = build_reference_d3dp(
+            root, frames=frames, hypotheses=h, iterations=k, flip=flip,
+            embed_dim=module.embed_dim, depth=module.depth,
+        )  # fmt: skip
+        ref = reference_d3dp_call(model, pose_2d)
+        setting = f"H{h}K{k}, {clips} x {frames} frames"
+        log(f"[{args.system}] {setting} ...")
+        load = _loadavg1()
+        t = time_interleaved(
+            {"pose_jax": ours, "reference": ref}, warmup=args.warmup, repeats=args.repeats
+        )
+        passes = (2 if flip else 1) * k * h * clips
+        gflop = None if macs_one is None else 2 * macs_one * passes / 1e9
+        rows.append(
+            make_row(setting, clips * frames, passes, t["pose_jax"], t["reference"],
+                     gflop=gflop, loadavg_1min=load, H=h, K=k, clips=clips, frames=frames)
+        )  # fmt: skip
+        log(_progress(rows[-1]))
+    return rows
+
+
+def run_gcn(args, root: str, log=print) -> list[dict]:
+    jax = _jax_setup()
+    import numpy as np
+
+    from pose_jax import benchmarking
+    from pose_jax.systems import diffpose as diffpose_lib
+
+    config = _load_config(args.system, args.denoiser)
+    system = diffpose_lib.DiffPoseSystem.from_config(config)
+    module = system.denoiser.module
+    params = system.init_params(jax.random.key(args.seed), system.example_batch(1))
+    flip = not args.no_flip
+    built = build_reference_gcn(
+        args.system, root, hidden=module.hidden, layers=module.num_layers, heads=module.num_heads
+    )
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    for n in args.batches:
+        uv = rng.uniform(-1, 1, (n, NUM_JOINTS, 2)).astype(np.float32)
+        xyz = (0.2 * rng.standard_normal((n, NUM_JOINTS, 3))).astype(np.float32)
+        xyz -= xyz[:, :1]
+        x_init = np.concatenate([uv, xyz], -1)
+        uv_j, x_init_j = jax.numpy.asarray(uv), jax.numpy.asarray(x_init)
+        macs_call = benchmarking.count_macs(
+            lambda p, x, t, c: system.denoiser.apply_fn(p, x, t, c),
+            params,
+            x_init_j,
+            jax.numpy.zeros((n,), jax.numpy.int32),
+            {"pose_2d": uv_j},
+        )
+        for g in args.grid_entries:
+            s = g["steps"]
+            sampler = system.make_sampler(num_timesteps=T_TEST, num_iterations=s, flip_tta=flip)
+            placed = sampler.place_params(params)
+
+            def ours(i, sampler=sampler, placed=placed, uv=uv_j, x_init=x_init_j):
+                out = sampler(placed, {"pose_2d": uv}, jax.random.key(i), x_init)
+                jax.block_until_ready(out.x0_steps)
+
+            ref = reference_gcn_call(args.system, built, uv, x_init, steps=s, flip=flip)
+            setting = f"S{s}, {n} poses"
+            log(f"[{args.system}] {setting} ...")
+            load = _loadavg1()
+            t = time_interleaved(
+                {"pose_jax": ours, "reference": ref}, warmup=args.warmup, repeats=args.repeats
+            )
+            passes = (2 if flip else 1) * s
+            gflop = None if macs_call is None else 2 * macs_call * passes / 1e9
+            rows.append(
+                make_row(
+                    setting,
+                    n,
+                    passes,
+                    t["pose_jax"],
+                    t["reference"],
+                    gflop=gflop,
+                    loadavg_1min=load,
+                    steps=s,
+                    batch=n,
+                )
+            )
+            log(_progress(rows[-1]))
+    return rows
+
+
+def _progress(row) -> str:
+    return (
+        f"  reference {row['reference_median_s']:.4g} s/call, pose_jax "
+        f"{row['pose_jax_median_s']:.4g} s/call -> {row['speed_ratio']:.2f}x"
+    )
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _loadavg1() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def _loadavg() -> str:
+    try:
+        return "/".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def run(args: argparse.Namespace, argv: Sequence[str] | None = None, log=print) -> dict:
+    """Checks the inputs, runs both sides and returns the report (JSON-able)."""
+    root = check_reference_dir(args.system, args.reference_dir)
+    torch = require_torch()
+    torch.set_num_threads(args.torch_threads)
+    load_before = _loadavg()
+    gemm = None if args.no_gemm else measure_gemm()
+    if gemm:
+        log(_gemm_text(gemm))
+    rows = run_d3dp(args, root, log) if args.system == "d3dp" else run_gcn(args, root, log)
+    import jax
+
+    config = _load_config(args.system, args.denoiser)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if args.system == "d3dp":
+        note = "D3DP DDIM eta 1 from N(0, I), flip TTA inside every step"
+    else:
+        note = (
+            f"DDIM eta 0 from t = {T_TEST} - {T_TEST} // S (T_test {T_TEST}), random x_init, "
+            "flip TTA over the chain"
+        )
+    return {
+        "system": args.system,
+        "reference_repo": REFERENCES[args.system][0],
+        "reference_dir": root,
+        "denoiser": config.model.name,
+        "flip_tta": not args.no_flip,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "setting_note": note,
+        "target_ratio": TARGETS[args.system],
+        "gemm": gemm,
+        "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
+        "command": "python scripts/compare_reference_speed.py " + shlex.join(argv),
+        "environment": {
+            "host": platform.node(),
+            "platform": platform.platform(),
+            "cpu_model": _cpu_model(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch_version": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "jax_version": jax.__version__,
+            "jax_backend": jax.default_backend(),
+            "jax_device_count": jax.device_count(),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "loadavg_before": load_before,
+            "loadavg_after": _loadavg(),
+        },
+        "rows": rows,
+    }
+
+
+def write_report(report: Mapping[str, Any], out_dir: str) -> tuple[str, str]:
+    os.makedirs(out_dir, exist_ok=True)
+    json_path = os.path.join(out_dir, "compare_reference_speed.json")
+    md_path = os.path.join(out_dir, "compare_reference_speed.md")
+    with open(json_path, "w") as f:
+        json.dump(report, f, indent=1)
+    with open(md_path, "w") as f:
+        f.write(to_markdown(report))
+    return json_path, md_path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    if _REPO_ROOT not in sys.path:
+        sys.path.insert(0, _REPO_ROOT)  # configs/, pose_jax/ when run as a script
+    try:
+        report = run(args, argv)
+    except (ReferenceDirError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(to_markdown(report))
+    if args.out:
+        for path in write_report(report, args.out):
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
