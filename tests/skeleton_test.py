@@ -114,9 +114,7 @@ def test_get_skeleton_unknown_name():
         match=r"get_skeleton: unknown layout 'coco'; expected one of 'h36m', '3dhp'",
     ):
         skeleton.get_skeleton("coco")
-    with pytest.raises(
-        ValueError, match=r"Skeleton\[h36m\]\.index: unknown joint 'tail'"
-    ):
+    with pytest.raises(ValueError, match=r"Skeleton\[h36m\]\.index: unknown joint 'tail'"):
         skeleton.H36M.index("tail")
 
 
