@@ -18,25 +18,22 @@ def test_profile_xla_flags_are_known_to_xla(name):
     flags = profiles.get_profile(name).xla_flags
     if not flags:
         pytest.skip(f"profile {name} sets no XLA flags")
-    env = dict(os.environ, XLA_FLAGS=" ".join(flags), JAX_PLATFORMS="cpu")
-    proc = subprocess.run(
-        [sys.executable, "-c", "import jax.numpy as jnp; print(float(jnp.ones(3).sum()))"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = _start_jax(" ".join(flags))
     assert proc.returncode == 0 and proc.stdout.strip() == "3.0", proc.stderr[-2000:]
 
 
 def test_unknown_flag_would_be_caught():
     # The check above can fail: XLA aborts on a flag it does not know.
-    env = dict(os.environ, XLA_FLAGS="--xla_gpu_no_such_flag=true", JAX_PLATFORMS="cpu")
-    proc = subprocess.run(
-        [sys.executable, "-c", "import jax.numpy as jnp; jnp.ones(3).sum()"],
-        env=env,
+    proc = _start_jax("--xla_gpu_no_such_flag=true")
+    assert proc.returncode != 0 and "Unknown flag" in proc.stderr
+
+
+def _start_jax(xla_flags: str) -> subprocess.CompletedProcess:
+    """A CPU jax process with ``XLA_FLAGS=xla_flags`` that prints ``sum(ones(3))``."""
+    return subprocess.run(
+        [sys.executable, "-c", "import jax.numpy as jnp; print(float(jnp.ones(3).sum()))"],
+        env=dict(os.environ, XLA_FLAGS=xla_flags, JAX_PLATFORMS="cpu"),
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert proc.returncode != 0 and "Unknown flag" in proc.stderr

@@ -87,6 +87,20 @@ def _children(pid: int) -> dict[int, int]:
     return out
 
 
+def _start_recipe(tiny_data_dir: str, workdir, steps: int, log_every: int) -> subprocess.Popen:
+    """The local four-process recipe training the tiny config to ``steps``."""
+    # This test process's 8 fake devices must not leak into the recipe's processes.
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+    return subprocess.Popen(
+        _recipe(tiny_data_dir, workdir, steps, log_every),
+        cwd=_REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def _recipe(tiny_data_dir: str, workdir, steps: int, log_every: int) -> list[str]:
     overrides = {
         "data.data_dir": tiny_data_dir,
@@ -118,15 +132,7 @@ def test_sigterm_to_one_of_four_processes_stops_all_at_one_step(tiny_data_dir, t
     # A TPU VM under maintenance gets SIGTERM alone: the other workers must stop at the
     # same step and join the same checkpoint save, or the job hangs in a collective.
     workdir = tmp_path / "multi"
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
-    proc = subprocess.Popen(
-        _recipe(tiny_data_dir, workdir, 400, 1),
-        cwd=_REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = _start_recipe(tiny_data_dir, workdir, 400, 1)
     try:
         log = workdir / "metrics.jsonl"
         deadline = time.time() + 240
@@ -156,14 +162,7 @@ def test_sigterm_to_one_of_four_processes_stops_all_at_one_step(tiny_data_dir, t
         tiny_data_dir,
         **{"train.num_steps": target, "mesh.num_devices": 4, "train.checkpoint_every_steps": 1000},
     )
-    resume = subprocess.Popen(
-        _recipe(tiny_data_dir, workdir, target, 2),
-        cwd=_REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    resume = _start_recipe(tiny_data_dir, workdir, target, 2)
     try:
         straight = experiment.train_and_evaluate(
             config, str(tmp_path / "straight"), evaluate_after=False
