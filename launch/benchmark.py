@@ -551,7 +551,7 @@ def run_train_benchmark(
     from pose_jax import benchmarking
     from pose_jax import sharding as sharding_lib
     from pose_jax.systems import get_system
-    from pose_jax.training import loop, train_step
+    from pose_jax.training import loop
 
     model = model or "mmdiff"
     if model not in _CONFIGS:
@@ -595,23 +595,16 @@ def run_train_benchmark(
         else benchmarking.peak_flops_per_s(kind, profile.peak_flops.fp32)
     )
     optimizer, _ = loop.make_optimizer_from_config(config, steps_per_epoch=1000)
-    step_fn = train_step.make_train_step(
-        system.loss_fn,
-        optimizer,
-        ema_decay=config.optim.get("ema_decay") or None,
-        gradient_mode=config.optim.gradient_mode,
-    )
+    step_fn = loop.make_train_step_from_config(config, system, optimizer)
     init_fn = loop.make_state_initializer(
         config, system, system.example_batch(config.data.num_frames), optimizer
     )
     # The loop's layout: state replicated or FSDP-split over the mesh, batch split.
-    abstract = jax.eval_shape(init_fn)
-    state_sh = sharding_lib.state_shardings(
-        abstract,
-        mesh,
-        param_sharding,
-        min_size=sharding_lib.FSDP_MIN_SIZE if fsdp_min_size is None else fsdp_min_size,
-    )
+    with config.unlocked():
+        config.mesh.param_sharding = param_sharding
+        if fsdp_min_size is not None:
+            config.mesh.fsdp_min_size = fsdp_min_size
+    abstract, state_sh = loop.state_shardings_from_config(config, init_fn, mesh)
     state_mib = sharding_lib.bytes_per_device(abstract, state_sh) / 2**20
     init_state = jax.jit(init_fn, out_shardings=state_sh, compiler_options=compiler_options)
     keys = tuple(config.train.batch_keys)

@@ -90,9 +90,7 @@ class _Preemption:
         self._mesh = mesh if mesh is not None and jax.process_count() > 1 else None
         if self._mesh is not None:
             self._any = jax.jit(jnp.any, out_shardings=sharding_lib.replicated(self._mesh))
-            self._local_devices = sum(
-                d.process_index == jax.process_index() for d in self._mesh.devices.flat
-            )
+            self._local_devices = len(self._mesh.local_devices)
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handle)
 
@@ -183,6 +181,32 @@ def make_state_initializer(
     return init_state
 
 
+def make_train_step_from_config(config: Any, system: Any, optimizer):
+    """The (unjitted) update :func:`train` runs: ``config.optim``'s EMA and gradient mode."""
+    return train_step.make_train_step(
+        system.loss_fn,
+        optimizer,
+        ema_decay=config.optim.get("ema_decay") or None,
+        gradient_mode=config.optim.gradient_mode,
+    )
+
+
+def state_shardings_from_config(config: Any, init_state: Callable, mesh) -> tuple[Any, Any]:
+    """``(abstract state, shardings)``: ``init_state``'s layout on ``mesh`` per ``config.mesh``.
+
+    ``mesh.param_sharding`` ('replicated' or 'fsdp') and ``mesh.fsdp_min_size``
+    (see :func:`pose_jax.sharding.state_shardings`); nothing is allocated.
+    """
+    abstract = jax.eval_shape(init_state)
+    shardings = sharding_lib.state_shardings(
+        abstract,
+        mesh,
+        config.mesh.get("param_sharding", "replicated"),
+        min_size=config.mesh.get("fsdp_min_size", sharding_lib.FSDP_MIN_SIZE),
+    )
+    return abstract, shardings
+
+
 def train(
     config: Any,
     workdir: str | epath.Path,
@@ -211,7 +235,7 @@ def train(
       NonFiniteLossError: the loss or gradient norm became NaN/inf (names the step).
     """
     workdir = epath.Path(workdir)
-    tcfg, ocfg = config.train, config.optim
+    tcfg = config.train
     keys = tuple(tcfg.batch_keys)
 
     # -- Mesh -------------------------------------------------------------------
@@ -223,13 +247,7 @@ def train(
     init_state = make_state_initializer(config, system, init_batch, optimizer)
     # The state is created directly with its final shardings (replicated, or split
     # over the devices with mesh.param_sharding='fsdp'): no device ever holds more.
-    abstract = jax.eval_shape(init_state)
-    state_sharding = sharding_lib.state_shardings(
-        abstract,
-        mesh,
-        config.mesh.get("param_sharding", "replicated"),
-        min_size=config.mesh.get("fsdp_min_size", sharding_lib.FSDP_MIN_SIZE),
-    )
+    abstract, state_sharding = state_shardings_from_config(config, init_state, mesh)
     state = jax.jit(init_state, out_shardings=state_sharding)()
     if _is_main():
         n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params))
@@ -256,12 +274,7 @@ def train(
 
     # -- Update step ------------------------------------------------------------
     step_fn = jax.jit(
-        train_step.make_train_step(
-            system.loss_fn,
-            optimizer,
-            ema_decay=ocfg.get("ema_decay") or None,
-            gradient_mode=ocfg.gradient_mode,
-        ),
+        make_train_step_from_config(config, system, optimizer),
         in_shardings=(state_sharding, sharding_lib.batch_sharding(mesh)),
         out_shardings=(state_sharding, rep),
         donate_argnums=(0,),

@@ -33,13 +33,7 @@ def test_sigterm_saves_a_restorable_checkpoint_and_resume_matches(tiny_data_dir,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    log = workdir / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if log.exists() and log.read_text().count("\n") >= 3:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, proc.communicate()[0][-3000:]
+    _wait_for_logged_steps(proc, workdir, 3)
     proc.send_signal(signal.SIGTERM)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 0, out[-3000:]
@@ -65,6 +59,17 @@ def test_sigterm_saves_a_restorable_checkpoint_and_resume_matches(tiny_data_dir,
     assert int(resumed.step) == target
     for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(straight.params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _wait_for_logged_steps(proc: subprocess.Popen, workdir, steps: int) -> None:
+    """Waits until ``workdir/metrics.jsonl`` has ``steps`` lines; ``proc`` must still run."""
+    log = workdir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and log.read_text().count("\n") >= steps:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[0][-3000:]
 
 
 def _children(pid: int) -> dict[int, int]:
@@ -134,13 +139,7 @@ def test_sigterm_to_one_of_four_processes_stops_all_at_one_step(tiny_data_dir, t
     workdir = tmp_path / "multi"
     proc = _start_recipe(tiny_data_dir, workdir, 400, 1)
     try:
-        log = workdir / "metrics.jsonl"
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            if log.exists() and log.read_text().count("\n") >= 3:
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        _wait_for_logged_steps(proc, workdir, 3)
         workers = _children(proc.pid)
         assert sorted(workers) == [0, 1, 2, 3], workers
         os.kill(workers[2], signal.SIGTERM)
