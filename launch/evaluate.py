@@ -13,6 +13,8 @@ from __future__ import annotations
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from launch import cli
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file.", lock_config=True
 )
@@ -35,9 +37,9 @@ def main(argv):
         distributed.initialize_from_environment()
     from launch import experiment
 
-    experiment.evaluate(_CONFIG.value, _WORKDIR.value)
+    cli.run_main("launch.evaluate", lambda: experiment.evaluate(_CONFIG.value, _WORKDIR.value))
 
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

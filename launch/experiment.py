@@ -18,14 +18,17 @@ from etils import epath
 from data_pipelines import input_pipeline
 from pose_jax import evaluation, skeleton
 from pose_jax import sharding as sharding_lib
+from pose_jax.errors import InputError
 from pose_jax.systems import get_system
-from pose_jax.training import checkpointing, loop
+from pose_jax.training import checkpointing, config_checks, loop
+from pose_jax.training import workdir as workdir_lib
 
 DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
 
 
 def data_dir(config) -> str:
-    return os.path.expanduser(config.data.data_dir or DEFAULT_DATA_DIR)
+    """The config's TFDS data directory as an absolute path (relative to the working dir)."""
+    return os.fspath(workdir_lib.resolve(config.data.data_dir or DEFAULT_DATA_DIR))
 
 
 def ensure_dataset(config) -> None:
@@ -66,31 +69,77 @@ def _mean_pose(store) -> np.ndarray:
     return (total / max(count, 1)).astype(np.float32)
 
 
-def train_and_evaluate(config, workdir: str, *, evaluate_after: bool = True) -> dict[str, Any]:
+def train_and_evaluate(
+    config, workdir: str, *, evaluate_after: bool = True, allow_config_change=()
+) -> dict[str, Any]:
     """Trains the configured system under ``workdir`` and (optionally) evaluates it.
+
+    Every config value is checked before anything is compiled; a workdir that holds
+    a checkpoint is resumed only with a compatible config (``allow_config_change``
+    names further keys the user lets differ); one run at a time holds the workdir.
 
     Returns:
       ``{'state': TrainState, 'results': dict | None}``.
     """
-    workdir = epath.Path(os.path.expanduser(workdir))
+    workdir = workdir_lib.resolve(workdir)
+    config_checks.check_train_config(
+        config, num_devices=jax.device_count(), num_processes=jax.process_count()
+    )
+    check_resume(config, workdir, allow=allow_config_change)
+    with workdir_lib.WorkdirLock(workdir) if jax.process_index() == 0 else _no_lock():
+        return _train_and_evaluate(config, workdir, evaluate_after=evaluate_after)
+
+
+def _no_lock():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def check_resume(config, workdir: epath.Path, *, allow=()) -> None:
+    """Refuses to resume ``workdir``'s checkpoint with a config that differs where it matters."""
+    ckpt_dir = workdir / "checkpoints"
+    if not ckpt_dir.exists():
+        return
+    manager = checkpointing.make_checkpoint_manager(ckpt_dir, with_data_iterator=False)
+    found = checkpointing.read_config(manager)
+    manager.close()
+    if found is None:
+        return
+    step, saved = found
+    accepted = workdir_lib.check_resume_config(
+        saved, config.to_dict(), where=os.fspath(ckpt_dir / str(step)), allow=allow
+    )
+    if accepted and jax.process_index() == 0:
+        names = ", ".join(sorted(accepted))
+        print(f"train: resuming {ckpt_dir} with changed settings: {names}.", flush=True)
+
+
+def _train_iterator(config, store, *, local_batch: int, **kwargs):
+    return input_pipeline.make_train_iterator(
+        store,
+        batch_size=local_batch,
+        chunk_length=config.data.num_frames,
+        seed=config.train.seed,
+        single_frame=config.data.get("single_frame", False),
+        **kwargs,
+    )
+
+
+def _train_and_evaluate(config, workdir: epath.Path, *, evaluate_after: bool) -> dict[str, Any]:
     ensure_dataset(config)
     store = input_pipeline.load_sequences(
         config.data.dataset, config.data.train_split, data_dir=data_dir(config)
     )
-    nproc = jax.process_count()
-    if config.data.batch_size % nproc:
-        raise ValueError(
-            f"config.data.batch_size={config.data.batch_size} (global) must divide by the "
-            f"number of processes ({nproc})."
-        )
-    local_batch = config.data.batch_size // nproc
-    train_iter = input_pipeline.make_train_iterator(
+    config_checks.check_frames(
+        config, max(map(len, store.pose_3d), default=0), split=config.data.train_split
+    )
+    local_batch = config.data.batch_size // jax.process_count()
+    train_iter = _train_iterator(
+        config,
         store,
-        batch_size=local_batch,
-        chunk_length=config.data.num_frames,
+        local_batch=local_batch,
         flip=config.data.flip,
-        seed=config.train.seed,
-        single_frame=config.data.get("single_frame", False),
         worker_count=config.data.worker_count,
     )
     single_frame = config.data.get("single_frame", False)
@@ -99,30 +148,14 @@ def train_and_evaluate(config, workdir: str, *, evaluate_after: bool = True) -> 
         store, 1 if single_frame else config.data.num_frames, config.data.flip
     )
     steps_per_epoch = max(1, clips // config.data.batch_size)
-    init_batch = next(
-        input_pipeline.make_train_iterator(
-            store,
-            batch_size=1,
-            chunk_length=config.data.num_frames,
-            flip="none",
-            shuffle=False,
-            single_frame=config.data.get("single_frame", False),
-        )
-    )
+    init_batch = next(_train_iterator(config, store, local_batch=1, flip="none", shuffle=False))
     system = make_system(config)
     if hasattr(system, "with_data_statistics"):
         # Systems that fit something to the training split (DiffPose's GMM noise). The
         # same unsharded, seeded stream on every process, so every process fits the same.
         system = system.with_data_statistics(
-            input_pipeline.make_train_iterator(
-                store,
-                batch_size=local_batch,
-                chunk_length=config.data.num_frames,
-                flip="none",
-                seed=config.train.seed,
-                single_frame=single_frame,
-                shard_index=0,
-                shard_count=1,
+            _train_iterator(
+                config, store, local_batch=local_batch, flip="none", shard_index=0, shard_count=1
             )
         )
     if jax.process_index() == 0:
@@ -155,15 +188,40 @@ def _npy_bytes(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def restore_params(config, workdir: epath.Path, system) -> Any:
-    """Latest checkpoint's params (EMA params when ``config.eval.use_ema``)."""
-    manager = checkpointing.make_checkpoint_manager(
-        workdir / "checkpoints", with_data_iterator=False
+class WorkdirNotFoundError(InputError, FileNotFoundError):
+    """``launch.evaluate`` was pointed at a directory that holds no training run."""
+
+
+def _checkpoint_dir(workdir: epath.Path) -> epath.Path:
+    """``workdir/checkpoints``, refusing (without creating anything) when it is missing."""
+    ckpt_dir = workdir / "checkpoints"
+    if ckpt_dir.is_dir():
+        return ckpt_dir
+    if not workdir.exists():
+        raise WorkdirNotFoundError(
+            f"evaluate: workdir {workdir} does not exist; expected the --workdir of a "
+            "launch.train run (it holds checkpoints/)."
+        )
+    present = sorted(p.name for p in workdir.iterdir())[:10]
+    raise WorkdirNotFoundError(
+        f"evaluate: {workdir} holds no checkpoints/ directory (it has {present}); expected "
+        "the --workdir of a launch.train run; train first."
     )
-    step = manager.latest_step()
-    if step is None:
-        raise FileNotFoundError(
-            f"evaluate: no checkpoint under {workdir / 'checkpoints'}; train first."
+
+
+def restore_params(config, workdir: epath.Path, system) -> Any:
+    """Newest restorable checkpoint's params (EMA params when ``config.eval.use_ema``)."""
+    manager = checkpointing.make_checkpoint_manager(
+        _checkpoint_dir(workdir), with_data_iterator=False
+    )
+    found = checkpointing.read_config(manager)
+    if found is not None:
+        workdir_lib.check_resume_config(
+            found[1],
+            config.to_dict(),
+            where=os.fspath(manager.directory / str(found[0])),
+            allow=EVALUATION_FREE_KEYS,
+            purpose="evaluate",
         )
     init_batch = system.example_batch(config.data.num_frames)
     optimizer, _ = loop.make_optimizer_from_config(config, steps_per_epoch=1)
@@ -171,18 +229,35 @@ def restore_params(config, workdir: epath.Path, system) -> Any:
     # A template on the global mesh (every process's devices), so that orbax restores
     # the same global arrays in one process or in several.
     like = jax.jit(like_fn, out_shardings=sharding_lib.replicated(sharding_lib.make_mesh()))()
-    state, _ = checkpointing.restore(manager, like, step=step)
+    restored = checkpointing.restore_newest(manager, like)
     manager.close()
+    if restored is None:
+        raise WorkdirNotFoundError(
+            f"evaluate: no checkpoint under {manager.directory}; train first."
+        )
+    if jax.process_index() == 0:
+        for step, reason in restored.skipped:
+            print(f"evaluate: skipped checkpoint step {step}, it does not restore ({reason}).")
+        print(f"evaluate: checkpoint step {restored.step} of {manager.directory}.", flush=True)
+    state = restored.state
     if config.eval.use_ema:
         if state.ema_params is None:
-            raise ValueError("evaluate: config.eval.use_ema=True but the run kept no EMA params.")
-        return state.ema_params, step
-    return state.params, step
+            raise InputError("evaluate: config.eval.use_ema=True but the run kept no EMA params.")
+        return state.ema_params, restored.step
+    return state.params, restored.step
+
+
+# What evaluation may change against the trained run's config: how it was trained
+# (duration, optimiser settings) and which data it reads (cross-dataset evaluation).
+EVALUATION_FREE_KEYS = ("train.", "optim.", "data.")
 
 
 def evaluate(config, workdir: str, *, state=None, system=None) -> dict[str, Any]:
-    """Evaluates the latest checkpoint (or ``state``) and writes ``WORKDIR/eval/``."""
-    workdir = epath.Path(os.path.expanduser(workdir))
+    """Evaluates the newest checkpoint (or ``state``) and writes ``WORKDIR/eval/``."""
+    workdir = workdir_lib.resolve(workdir)
+    config_checks.check_eval_config(config)
+    if state is None:
+        _checkpoint_dir(workdir)  # before building anything
     system = system or make_system(config)
     if state is not None:
         params = state.ema_params if config.eval.use_ema else state.params
@@ -208,21 +283,24 @@ def evaluate_params(
     eval_config=None,
     baseline_pose: np.ndarray | None = None,
     limit_windows: Callable[[Iterable[dict], Any], Iterable[dict]] | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """The protocol results of ``params`` on the run's evaluation split; writes nothing.
 
     ``eval_config`` replaces ``config.eval`` (e.g. another H x K); ``limit_windows``
-    (``(windows, eval_config) -> windows``) may cut the evaluation short (benchmarks).
+    (``(windows, eval_config) -> windows``) may cut the evaluation short (benchmarks);
+    ``progress`` shows a progress bar with ETA over the sequences (process 0).
     """
     ensure_dataset(config)
     ecfg = config.eval if eval_config is None else eval_config
     sample_fn = system.make_eval_sample_fn(ecfg, params, num_frames=config.data.num_frames)
-    windows = input_pipeline.make_eval_windows(
-        config.data.dataset,
-        split=config.data.eval_split,
-        data_dir=data_dir(config),
-        window=config.data.num_frames,
+    store = input_pipeline.load_sequences(
+        config.data.dataset, config.data.eval_split, data_dir=data_dir(config)
     )
+    windows = input_pipeline.make_eval_windows(store, window=config.data.num_frames)
+    num_sequences = len(store)
+    if ecfg.max_sequences:
+        num_sequences = min(num_sequences, ecfg.max_sequences)
     if limit_windows is not None:
         windows = limit_windows(windows, ecfg)
     layout = input_pipeline.dataset_skeleton(config.data.dataset)
@@ -237,6 +315,8 @@ def evaluate_params(
         joint_tables=layout == "3dhp",
         max_sequences=ecfg.max_sequences,
         baseline_pose=baseline_pose,
+        progress=progress and jax.process_index() == 0,
+        total_sequences=num_sequences,
     )
     results["protocol"].update(
         dataset=config.data.dataset,

@@ -13,11 +13,19 @@ from __future__ import annotations
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from launch import cli
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file.", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, eval).")
 _EVALUATE = flags.DEFINE_bool("evaluate", True, "Evaluate the final parameters after training.")
+_ALLOW_CHANGE = flags.DEFINE_list(
+    "allow_config_change",
+    [],
+    "Config keys (e.g. optim.lr,train.seed) allowed to differ from the checkpoint's when "
+    "resuming a workdir; other differences in model, data, optimiser or seed are refused.",
+)
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed",
     False,
@@ -37,7 +45,15 @@ def main(argv):
     from launch import experiment
 
     try:
-        experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value, evaluate_after=_EVALUATE.value)
+        cli.run_main(
+            "launch.train",
+            lambda: experiment.train_and_evaluate(
+                _CONFIG.value,
+                _WORKDIR.value,
+                evaluate_after=_EVALUATE.value,
+                allow_config_change=_ALLOW_CHANGE.value,
+            ),
+        )
     except Exception:
         if not _DISTRIBUTED.value:
             raise
@@ -56,4 +72,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -124,6 +124,33 @@ def _progress(total: int, initial: int):
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=1.0)
 
 
+def _report_resume(manager, restored: checkpointing.Restored, total: int) -> None:
+    """Says which step a run resumed from; sets damaged newer checkpoints aside."""
+    if restored.skipped:
+        moved = []
+        if _is_main():
+            moved = checkpointing.set_aside(manager, [s for s, _ in restored.skipped])
+        else:
+            manager.reload()
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("pose_jax: damaged checkpoints set aside")
+        if _is_main():
+            for (step, reason), path in zip(restored.skipped, moved, strict=False):
+                print(
+                    f"train: checkpoint step {step} does not restore ({reason}); "
+                    f"moved to {path} and resuming from an older one.",
+                    flush=True,
+                )
+    if _is_main():
+        print(
+            f"train: resumed from step {restored.step} of {total} "
+            f"({epath.Path(manager.directory) / str(restored.step)}).",
+            flush=True,
+        )
+
+
 def global_batch(local: Mapping[str, Any], mesh, keys: tuple[str, ...]) -> dict[str, jax.Array]:
     """Assembles the global batch from this process's rows (``[b_local, ...]`` per key)."""
     sh = sharding_lib.batch_sharding(mesh)
@@ -265,11 +292,12 @@ def train(
         max_to_keep=config.ckpt.max_to_keep,
         with_data_iterator=hasattr(train_iter, "get_state"),
     )
-    restored = checkpointing.restore(
+    restored = checkpointing.restore_newest(
         manager, state, data_iter=train_iter if hasattr(train_iter, "get_state") else None
     )
     if restored is not None:
-        state = restored[0]
+        state = restored.state
+        _report_resume(manager, restored, total_steps(config, steps_per_epoch))
     start = int(jax.device_get(state.step))
 
     # -- Update step ------------------------------------------------------------

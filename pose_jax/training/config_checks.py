@@ -1,0 +1,100 @@
+"""Checks of a training config that run before anything is built or compiled.
+
+Each value that would otherwise fail after minutes of training (a zero logging
+interval: ``ZeroDivisionError`` at the first log), fail deep inside XLA (a batch
+the devices do not divide, a clip longer than every sequence: a memory request of
+terabytes) or silently do nothing (a negative step count: the initial parameters
+evaluated) is refused here with a :class:`~pose_jax.errors.ConfigError` naming
+the key, the value and what is expected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pose_jax.errors import ConfigError
+
+
+def _positive(config: Any, key: str, *, allow_zero: bool = False) -> None:
+    block, field = key.split(".")
+    value = config[block][field]
+    low = 0 if allow_zero else 1
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(
+            f"config.{key} is {value!r}; expected an integer >= {low}"
+            + (" (0 disables it)." if allow_zero else ".")
+        )
+
+
+def check_duration(config: Any) -> None:
+    """``train.num_steps`` >= 0 and, when it is 0, ``train.num_epochs`` > 0."""
+    steps = config.train.get("num_steps", 0) or 0
+    epochs = config.train.get("num_epochs", 0) or 0
+    if steps < 0:
+        raise ConfigError(
+            f"config.train.num_steps is {steps}; expected >= 0 (0: train for "
+            "train.num_epochs epochs)."
+        )
+    if steps == 0 and epochs <= 0:
+        raise ConfigError(
+            f"config.train.num_steps is 0 and config.train.num_epochs is {epochs}; set one "
+            "of them to a positive number (the run would train for no step)."
+        )
+
+
+def check_batch(config: Any, *, num_devices: int, num_processes: int) -> None:
+    """The global batch is positive and divides over the processes and the mesh."""
+    batch = config.data.batch_size
+    _positive(config, "data.batch_size")
+    mesh_devices = config.mesh.get("num_devices") or num_devices
+    if mesh_devices > num_devices:
+        raise ConfigError(
+            f"config.mesh.num_devices is {mesh_devices} but only {num_devices} devices "
+            "are visible; expected at most that (0 uses all of them)."
+        )
+    for what, n in (("processes", num_processes), ("devices of the mesh", mesh_devices)):
+        if batch % n:
+            raise ConfigError(
+                f"config.data.batch_size={batch} (the global batch) must divide by the "
+                f"number of {what} ({n}); use e.g. {max(n, batch // n * n)}."
+            )
+
+
+def check_frames(config: Any, longest_sequence: int | None, *, split: str) -> None:
+    """``data.num_frames`` >= 1 and no longer than the longest sequence of ``split``."""
+    _positive(config, "data.num_frames")
+    frames = config.data.num_frames
+    if longest_sequence is not None and frames > longest_sequence:
+        raise ConfigError(
+            f"config.data.num_frames={frames} is longer than every sequence of "
+            f"{config.data.dataset}:{split} (the longest has {longest_sequence} frames); "
+            f"expected at most {longest_sequence}."
+        )
+
+
+def check_train_config(
+    config: Any,
+    *,
+    num_devices: int,
+    num_processes: int,
+    longest_sequence: int | None = None,
+) -> None:
+    """Every check of this module, in the order a reader meets the keys.
+
+    Raises:
+      ConfigError: the first key whose value is out of range.
+    """
+    check_duration(config)
+    _positive(config, "train.log_every_steps")
+    _positive(config, "train.checkpoint_every_steps")
+    _positive(config, "train.eval_every_steps", allow_zero=True)
+    check_batch(config, num_devices=num_devices, num_processes=num_processes)
+    check_frames(config, longest_sequence, split=config.data.train_split)
+    check_eval_config(config)
+
+
+def check_eval_config(config: Any) -> None:
+    """Evaluation sizes are positive (``eval.max_sequences`` may be 0: all)."""
+    for key in ("eval.batch_size", "eval.num_hypotheses", "eval.num_iterations"):
+        _positive(config, key)
+    _positive(config, "eval.max_sequences", allow_zero=True)
