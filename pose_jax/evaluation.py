@@ -127,6 +127,15 @@ def _window_weights(w: Mapping[str, Any], weighting: str) -> np.ndarray:
     return weights
 
 
+def _progress_bar(show: bool, total: int | None):
+    """A tqdm bar over sequences (stderr), or ``None`` when not shown."""
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="evaluate", unit="seq", dynamic_ncols=True, mininterval=1.0)
+
+
 def evaluate_hypotheses(
     sample_fn: SampleFn,
     windows: Iterable[Mapping[str, Any]],
@@ -140,6 +149,7 @@ def evaluate_hypotheses(
     baseline_pose: np.ndarray | None = None,
     project_fn: Callable | None = None,
     progress: bool = False,
+    total_sequences: int | None = None,
     joint_tables: bool = False,
 ) -> dict[str, Any]:
     """Runs ``sample_fn`` over every window and builds the protocol results.
@@ -161,7 +171,8 @@ def evaluate_hypotheses(
       baseline_pose: optional ``[J, 3]`` mean training pose; its MPJPE is reported
         as ``baseline_mean_pose_mpjpe_mm``.
       project_fn: projection for JPMA (default ``camera.project_to_2d``).
-      progress: print a line per sequence.
+      progress: show a progress bar with ETA (sequences; ``total_sequences`` of them).
+      total_sequences: how many sequences ``windows`` yields, for the bar's ETA.
       joint_tables: also build the MPI-INF-3DHP tables (PCK < 150 mm and AUC over the
         14-joint set, MPJPE over all 17, in mm) per sequence ('subject' of the window:
         TS1..TS6), per activity (windows' ``activity [N, F]``) and over all frames,
@@ -187,10 +198,11 @@ def evaluate_hypotheses(
     num_h = num_k = None
     n_seq = 0
     frames_total = 0.0
+    bar = _progress_bar(progress, total_sequences)
     for s, w in enumerate(windows):
         if max_sequences and s >= max_sequences:
             break
-        action = metrics.canonical_action(w["action_name"])
+        action = w.get("action_class_name") or metrics.canonical_action(w["action_name"])
         w = _pad_windows(w, batch_size)
         n = int(np.shape(w["pose_2d"])[0])
         weights_all = _window_weights(w, weighting)
@@ -240,11 +252,11 @@ def evaluate_hypotheses(
             if example is None:
                 example = {"pred": pred[0], "gt": gt[0], "pose_2d": pose_2d[0], "action": action}
         n_seq += 1
-        if progress:
-            print(
-                f"  evaluated sequence {s + 1}: {w.get('subject', '')} {w['action_name']}",
-                flush=True,
-            )
+        if bar is not None:
+            bar.set_postfix_str(f"{w.get('subject', '')} {w['action_name']}", refresh=False)
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     if n_seq == 0 or not acc.tables:
         raise ValueError(f"{fn}: no evaluation windows with non-zero weight were given.")
 
