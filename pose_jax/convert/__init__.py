@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from pose_jax import _checks
 from pose_jax.convert.common import (
+    CheckpointFileError,
     Rule,
     apply_rules,
     load_checkpoint,
@@ -58,6 +59,7 @@ def get_converter(name: str) -> tuple[Callable, str | int | None]:
 
 __all__ = [
     "D3DP_DIFFUSION_BUFFERS",
+    "CheckpointFileError",
     "Rule",
     "apply_rules",
     "available_converters",

@@ -8,16 +8,24 @@ keys, unexpected keys and wrong shapes, all of them listed in one error.
 Checkpoints are read as flat ``{key: np.ndarray}`` state dicts, either from
 PyTorch files (:func:`load_torch_checkpoint`, needs ``torch``) or from ``.npz``
 files holding a checkpoint flattened with ``/`` (:func:`load_npz_checkpoint`).
+A file that cannot be read (empty, truncated, not a checkpoint, needing unsafe
+unpickling) raises :class:`CheckpointFileError` naming the file and what was
+expected; weights holding NaN or inf are refused by :func:`apply_rules`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from pose_jax.errors import InputError
 
 StateDict = dict[str, np.ndarray]
 Transform = Callable[[np.ndarray], np.ndarray]
@@ -34,13 +42,41 @@ TORCH_MISSING_MESSAGE = (
 # ---------------------------------------------------------------------------
 
 
-def _numpy_safe_globals() -> list:
-    """The globals a ``weights_only`` torch.load needs for numpy arrays in a checkpoint.
+class CheckpointFileError(InputError, ValueError):
+    """A checkpoint file that cannot be read or converted; the message names the file."""
 
-    D3DP-style checkpoints keep the data generator's ``RandomState`` state (a
-    tuple holding a uint32 array) beside the weights. Old files name numpy's
-    pickling helper ``numpy.core.multiarray``, numpy 2 ``numpy._core.multiarray``.
+
+_TORCH_EXPECTED = "a file written by torch.save"
+_NPZ_EXPECTED = "an .npz archive written by numpy.savez"
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive, an empty one
+# What zipfile, numpy and torch raise on a damaged or truncated file.
+_READ_ERRORS = (
+    EOFError,
+    OSError,
+    RuntimeError,
+    ValueError,
+    KeyError,
+    IndexError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
+_REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+) was not an allowed global")
+
+
+def _numpy_safe_globals() -> list:
+    """The globals a ``weights_only`` torch.load needs for what D3DP-style checkpoints hold.
+
+    Beside the weights, D3DP's and FinePOSE's ``main.py`` save the data
+    generator's numpy ``RandomState`` state: a tuple holding a uint32 array, or
+    the ``RandomState`` itself (rebuilt by numpy's pickling helpers, with its
+    ``MT19937`` bit generator). Arrays name numpy's pickling helper
+    ``numpy.core.multiarray`` when written under numpy 1, ``numpy._core.multiarray``
+    under numpy 2; the ``numpy.random`` names are the same in both.
     """
+    from numpy.random._mt19937 import MT19937
+    from numpy.random._pickle import __bit_generator_ctor, __randomstate_ctor
+    from numpy.random.mtrand import RandomState
+
     try:
         from numpy._core.multiarray import _reconstruct
     except ImportError:  # numpy < 2
@@ -49,7 +85,122 @@ def _numpy_safe_globals() -> list:
     out: list = [np.ndarray, np.dtype, _reconstruct]
     out += [(_reconstruct, n) for n in names]
     out += [type(np.dtype(t)) for t in ("u4", "i4", "i8", "f4", "f8", "u1", "b1")]
+    out += [__randomstate_ctor, __bit_generator_ctor, RandomState, MT19937]
     return out
+
+
+def _error_detail(e: BaseException) -> str:
+    """``'Type: first line of the message'`` of an exception raised by a library."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if not lines:
+        early = " (the data ends early)" if isinstance(e, EOFError) else ""
+        return type(e).__name__ + early
+    return f"{type(e).__name__}: {lines[0][:200].rstrip('.')}"
+
+
+def _unreadable(fn: str, path: str, expected: str, e: BaseException) -> CheckpointFileError:
+    return CheckpointFileError(
+        f"{fn}: {path!r} cannot be read as {expected} (is it truncated or damaged?): "
+        f"{_error_detail(e)}."
+    )
+
+
+def _read_head(path: str, fn: str, expected: str) -> bytes | None:
+    """The first bytes of ``path``, None when there is no such file.
+
+    Raises:
+      CheckpointFileError: ``path`` is a directory, unreadable, or empty.
+    """
+    if not os.path.lexists(path):
+        return None
+    if os.path.isdir(path):
+        raise CheckpointFileError(f"{fn}: {path!r} is a directory; expected {expected}.")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        raise CheckpointFileError(
+            f"{fn}: cannot read {path!r} ({e.strerror or e}); expected {expected}."
+        ) from e
+    if not head:
+        raise CheckpointFileError(f"{fn}: {path!r} is empty (0 bytes); expected {expected}.")
+    return head
+
+
+def _describe_head(head: bytes) -> str:
+    """What a file that is not a checkpoint looks like, from its first bytes."""
+    if head.startswith(b"version https://git-lfs"):
+        return "a Git LFS pointer, not the file it stands for (run `git lfs pull`)"
+    if head.startswith(b"\x93NUMPY"):
+        return "a single .npy array"
+    if all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        first = head.decode("ascii").strip().splitlines()
+        return f"a text file starting {first[0][:40] if first else ''!r}"
+    return f"a binary file starting {head[:8]!r}"
+
+
+def _zip_names(path: str) -> list[str] | None:
+    """The member names of a zip archive, None when its directory cannot be read."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return None
+
+
+def _check_torch_file(path: str, head: bytes, fn: str) -> None:
+    """Refuses, without importing torch, a file that cannot be a torch.save checkpoint."""
+    if head.startswith(_ZIP_MAGIC):  # torch >= 1.6: a zip archive holding <name>/data.pkl
+        names = _zip_names(path)
+        if names is None:
+            raise CheckpointFileError(
+                f"{fn}: {path!r} is a damaged zip archive (a truncated download or copy?); "
+                f"expected {_TORCH_EXPECTED}."
+            )
+        if any(n.endswith("/constants.pkl") for n in names):
+            raise CheckpointFileError(
+                f"{fn}: {path!r} is a TorchScript archive (torch.jit.save), which torch.load "
+                f"does not read as a checkpoint; expected {_TORCH_EXPECTED}."
+            )
+        if not any(n.endswith("/data.pkl") for n in names):
+            npz = bool(names) and all(n.endswith(".npy") for n in names)
+            hint = (
+                " It holds .npy arrays: name it *.npz to read it as an .npz archive." if npz else ""
+            )
+            raise CheckpointFileError(
+                f"{fn}: {path!r} is a zip archive without data.pkl; expected {_TORCH_EXPECTED}."
+                + hint
+            )
+    elif head[0] != 0x80:  # torch < 1.6: a pickle (protocol 2 and up start with 0x80)
+        raise CheckpointFileError(
+            f"{fn}: {path!r} is {_describe_head(head)}; expected {_TORCH_EXPECTED} "
+            "(a zip archive, or a pickle from torch < 1.6)."
+        )
+
+
+def _torch_load(torch: Any, path: str, fn: str, trust_pickle: bool) -> Any:
+    """``torch.load`` weights-only with :func:`_numpy_safe_globals`, or fully if trusted."""
+    import pickle
+
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = _REFUSED_GLOBAL.search(str(e))
+        if not trust_pickle:
+            what = f"the global {found.group(1)}" if found else _error_detail(e)
+            raise CheckpointFileError(
+                f"{fn}: {path!r} holds Python objects that safe (weights-only) loading refuses: "
+                f"{what}; expected tensors, numpy arrays and numpy RandomState only. If you "
+                "trust the file's source, --trust_pickle (trust_pickle=True) loads it fully, "
+                "running any code the file names."
+            ) from None
+    except _READ_ERRORS as e:
+        raise _unreadable(fn, path, _TORCH_EXPECTED, e) from e
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # full unpickling runs the file's own code, which may raise anything
+        raise _unreadable(fn, path, _TORCH_EXPECTED, e) from e
 
 
 def _select(obj: Any, key: str | int | None, fn: str, source: str) -> Any:
@@ -61,13 +212,13 @@ def _select(obj: Any, key: str | int | None, fn: str, source: str) -> Any:
             return obj[key]
         if obj and all(hasattr(v, "shape") for v in obj.values()):
             return obj  # a bare state dict
-        raise ValueError(
+        raise CheckpointFileError(
             f"{fn}: {source} is a dict without key {key!r} and is not a bare state dict; "
             f"it has keys {sorted(map(str, obj))}."
         )
     if isinstance(obj, (list, tuple)) and isinstance(key, int) and -len(obj) <= key < len(obj):
         return obj[key]
-    raise ValueError(
+    raise CheckpointFileError(
         f"{fn}: cannot take entry {key!r} of {source}, a {type(obj).__name__}; "
         "expected a checkpoint dict or a state dict."
     )
@@ -75,7 +226,7 @@ def _select(obj: Any, key: str | int | None, fn: str, source: str) -> Any:
 
 def _to_numpy_state_dict(sd: Any, fn: str, source: str) -> StateDict:
     if not isinstance(sd, Mapping):
-        raise ValueError(
+        raise CheckpointFileError(
             f"{fn}: the state dict in {source} is a {type(sd).__name__}; expected a dict."
         )
     out: StateDict = {}
@@ -86,7 +237,7 @@ def _to_numpy_state_dict(sd: Any, fn: str, source: str) -> StateDict:
                 v = v.float()
             v = v.numpy()
         if not isinstance(v, np.ndarray):
-            raise ValueError(
+            raise CheckpointFileError(
                 f"{fn}: entry {k!r} of the state dict in {source} is a {type(v).__name__}; "
                 "expected a tensor or an array."
             )
@@ -103,8 +254,8 @@ def load_torch_checkpoint(
     """Reads a PyTorch checkpoint's state dict as numpy arrays (imports torch lazily).
 
     The file is opened with ``torch.load(weights_only=True)``, allowing the numpy
-    arrays that D3DP-style checkpoints keep beside the weights; a file that needs
-    anything else is refused unless ``trust_pickle=True``.
+    arrays and ``RandomState`` that D3DP-style checkpoints keep beside the
+    weights; a file that needs anything else is refused unless ``trust_pickle``.
 
     Args:
       path: a file written by ``torch.save``.
@@ -119,33 +270,40 @@ def load_torch_checkpoint(
 
     Raises:
       ImportError: torch is not installed (the message says how to install it).
-      ValueError: the file holds no state dict under ``key``, or needs unsafe
-        unpickling and ``trust_pickle`` is False.
+      FileNotFoundError: no file at ``path``.
+      CheckpointFileError: an empty, truncated or non-torch file (refused before
+        torch is imported where the first bytes show it), no state dict under
+        ``key``, or a file needing unsafe unpickling without ``trust_pickle``.
     """
     fn = "load_torch_checkpoint"
+    path = os.fspath(path)
+    head = _read_head(path, fn, _TORCH_EXPECTED)
+    if head is not None:
+        _check_torch_file(path, head, fn)
     try:
         import torch
     except ImportError as e:
         raise ImportError(TORCH_MISSING_MESSAGE.format(fn=fn)) from e
-    import pickle
-
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{fn}: no file at {path!r}.")
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if not trust_pickle:
-            lines = [ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln]
-            detail = lines[0] if lines else str(e).splitlines()[-1][:300]
-            raise ValueError(
-                f"{fn}: {path!r} holds Python objects beyond tensors and numpy arrays, which "
-                "weights-only loading refuses. If you trust the file's source, pass "
-                f"trust_pickle=True (launch/convert.py: --trust_pickle). Detail: {detail}"
-            ) from e
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+    if head is None:
+        raise FileNotFoundError(f"{fn}: no file at {path!r}; expected {_TORCH_EXPECTED}.")
+    obj = _torch_load(torch, path, fn, trust_pickle)
     return _to_numpy_state_dict(_select(obj, key, fn, repr(path)), fn, repr(path))
+
+
+def _npz_entry(data: Any, name: str, fn: str, path: str) -> np.ndarray:
+    """``data[name]`` of an open ``.npz``, refusing members that are not numeric arrays."""
+    try:
+        value = data[name]
+    except _READ_ERRORS as e:
+        raise CheckpointFileError(
+            f"{fn}: entry {name!r} of {path!r} cannot be read ({_error_detail(e)}); "
+            "expected a numeric array."
+        ) from e
+    if not isinstance(value, np.ndarray):  # a member that is not a .npy file
+        raise CheckpointFileError(
+            f"{fn}: entry {name!r} of {path!r} is not a .npy array; expected {_NPZ_EXPECTED}."
+        )
+    return value
 
 
 def load_npz_checkpoint(path: str | os.PathLike, *, key: str | None = "model_pos") -> StateDict:
@@ -153,17 +311,35 @@ def load_npz_checkpoint(path: str | os.PathLike, *, key: str | None = "model_pos
 
     Entries ``f'{key}/{name}'`` form the state dict; a file with no such entry is
     read as a bare state dict (all entries).
+
+    Raises:
+      FileNotFoundError: no file at ``path``.
+      CheckpointFileError: an empty, truncated or non-``.npz`` file, an entry that
+        is not a numeric array (object arrays are never unpickled), or no arrays.
     """
     fn = "load_npz_checkpoint"
     path = os.fspath(path)
-    with np.load(path, allow_pickle=False) as data:
-        names = list(data.keys())
+    head = _read_head(path, fn, _NPZ_EXPECTED)
+    if head is None:
+        raise FileNotFoundError(f"{fn}: no file at {path!r}; expected {_NPZ_EXPECTED}.")
+    if not head.startswith(_ZIP_MAGIC):
+        raise CheckpointFileError(
+            f"{fn}: {path!r} is {_describe_head(head)}; expected {_NPZ_EXPECTED}."
+        )
+    try:
+        data = np.load(path, allow_pickle=False)
+    except _READ_ERRORS as e:
+        raise _unreadable(fn, path, _NPZ_EXPECTED, e) from e
+    with data:
+        names = list(data.files)
         prefix = f"{key}/" if key is not None else ""
         if prefix and any(n.startswith(prefix) for n in names):
-            return {n[len(prefix) :]: data[n] for n in names if n.startswith(prefix)}
+            names = [n for n in names if n.startswith(prefix)]
+        else:
+            prefix = ""
         if not names:
-            raise ValueError(f"{fn}: {path!r} is empty; expected a state dict.")
-        return {n: data[n] for n in names}
+            raise CheckpointFileError(f"{fn}: {path!r} holds no arrays; expected a state dict.")
+        return {n[len(prefix) :]: _npz_entry(data, n, fn, path) for n in names}
 
 
 def load_checkpoint(
@@ -276,6 +452,52 @@ def _short_list(items: Sequence[str], limit: int = 40) -> str:
     return f"[{shown}{', ...' if len(items) > limit else ''}] ({len(items)})"
 
 
+def _match_problems(
+    state_dict: Mapping[str, np.ndarray], rules: list[Rule], ignore: set[str]
+) -> list[str]:
+    """Missing keys, unexpected keys (with shapes) and shape mismatches, as message parts."""
+    expected = {r.source for r in rules}
+    missing = sorted(expected - set(state_dict))
+    extra = sorted(set(state_dict) - expected - ignore)
+    problems = []
+    if missing:
+        problems.append(f"missing keys {_short_list(missing)}")
+    if extra:
+        problems.append(
+            "unexpected keys "
+            + _short_list([f"{k} {tuple(np.shape(state_dict[k]))}" for k in extra])
+        )
+    bad_shapes = [
+        f"{r.source}: got {tuple(np.shape(state_dict[r.source]))}, expected {r.shape}"
+        for r in rules
+        if r.source in state_dict and tuple(np.shape(state_dict[r.source])) != r.shape
+    ]
+    if bad_shapes:
+        problems.append("shape mismatches [" + "; ".join(bad_shapes) + "]")
+    return problems
+
+
+def _check_values(
+    state_dict: Mapping[str, np.ndarray], rules: list[Rule], fn: str, note: str
+) -> None:
+    """Refuses non-float weights, and lists every weight holding NaN or inf."""
+    non_finite = []
+    for r in rules:
+        value = np.asarray(state_dict[r.source])
+        if not np.issubdtype(value.dtype, np.floating):
+            raise ValueError(
+                f"{fn}: key {r.source!r} has dtype {value.dtype}; expected a float array."
+            )
+        if not np.isfinite(value).all():
+            nan, inf = int(np.isnan(value).sum()), int(np.isinf(value).sum())
+            non_finite.append(f"{r.source} ({nan} NaN, {inf} inf of {value.size} entries)")
+    if non_finite:
+        raise ValueError(
+            f"{fn}: weights holding NaN or inf {_short_list(non_finite)}; "
+            "expected finite values (was the checkpoint saved after training diverged?)." + note
+        )
+
+
 def apply_rules(
     state_dict: Mapping[str, np.ndarray],
     rules: Iterable[Rule],
@@ -300,30 +522,14 @@ def apply_rules(
 
     Raises:
       ValueError: listing every missing key, every unexpected key (with its
-        shape), and every shape mismatch (key, shape seen, shape expected).
+        shape), and every shape mismatch (key, shape seen, shape expected); a
+        weight that is not a float array; listing every weight holding NaN or
+        inf (key, counts, size).
     """
     rules = list(rules)
-    by_source = {r.source: r for r in rules}
-    if len(by_source) != len(rules):
+    if len({r.source for r in rules}) != len(rules):
         raise ValueError(f"{fn}: internal error: duplicate rule sources.")
-    ignore = set(ignore)
-    missing = sorted(set(by_source) - set(state_dict))
-    extra = sorted(set(state_dict) - set(by_source) - ignore)
-    problems = []
-    if missing:
-        problems.append(f"missing keys {_short_list(missing)}")
-    if extra:
-        problems.append(
-            "unexpected keys "
-            + _short_list([f"{k} {tuple(np.shape(state_dict[k]))}" for k in extra])
-        )
-    bad_shapes = [
-        f"{r.source}: got {tuple(np.shape(state_dict[r.source]))}, expected {r.shape}"
-        for r in rules
-        if r.source in state_dict and tuple(np.shape(state_dict[r.source])) != r.shape
-    ]
-    if bad_shapes:
-        problems.append("shape mismatches [" + "; ".join(bad_shapes) + "]")
+    problems = _match_problems(state_dict, rules, set(ignore))
     if problems:
         raise ValueError(
             f"{fn}: the state dict does not match the architecture: "
@@ -331,20 +537,16 @@ def apply_rules(
             + "."
             + note
         )
+    _check_values(state_dict, rules, fn, note)
 
     params: dict = {}
     for r in rules:
-        value = np.asarray(state_dict[r.source])
-        if not np.issubdtype(value.dtype, np.floating):
-            raise ValueError(
-                f"{fn}: key {r.source!r} has dtype {value.dtype}; expected a float array."
-            )
         node = params
         for name in r.target[:-1]:
             node = node.setdefault(name, {})
         if r.target[-1] in node:
             raise ValueError(f"{fn}: internal error: two rules write {'/'.join(r.target)}.")
-        node[r.target[-1]] = r.transform(value).astype(dtype)
+        node[r.target[-1]] = r.transform(np.asarray(state_dict[r.source])).astype(dtype)
     return params
 
 

@@ -386,19 +386,27 @@ def load_clip_text_params(path: str) -> tuple[dict, dict[str, Any]]:
             raise ValueError(f"load_clip_text_params: {path!r} holds no prompt/clip_text params.")
         clip = jax_to_numpy(clip)
         return clip, {"source": path}
-    if path.endswith(".npz"):
-        return convert_clip_text_state_dict(common.load_npz_checkpoint(path))
+    sd = common.load_npz_checkpoint(path) if path.endswith(".npz") else _load_torch_clip(path)
     try:
-        sd = common.load_torch_checkpoint(path)
-    except (RuntimeError, ValueError) as e:
-        import torch
+        return convert_clip_text_state_dict(sd)
+    except ValueError as e:
+        raise common.CheckpointFileError(
+            f"load_clip_text_params: {path!r} holds no CLIP text tower that converts: {e}"
+        ) from e
 
+
+def _load_torch_clip(path: str) -> dict:
+    """A torch.save state dict, or the weights of a TorchScript archive (OpenAI's release)."""
+    try:
+        return common.load_torch_checkpoint(path)
+    except (RuntimeError, ValueError) as e:
         try:
-            sd = {k: v.float().numpy() for k, v in torch.jit.load(path, map_location="cpu")
-                  .state_dict().items()}  # fmt: skip
-        except Exception:
+            import torch
+
+            return {k: v.float().numpy() for k, v in torch.jit.load(path, map_location="cpu")
+                    .state_dict().items()}  # fmt: skip
+        except Exception:  # not TorchScript either: the torch.save error says what is wrong
             raise e from None
-    return convert_clip_text_state_dict(sd)
 
 
 def jax_to_numpy(tree: Any) -> Any:
