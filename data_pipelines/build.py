@@ -2,14 +2,23 @@
 
 ``build('synthetic_pose', 'tiny', data_dir=...)`` prepares one config (a no-op
 when it is already built) and returns the TFDS builder.
+:func:`missing_dataset_message` says why a dataset cannot be loaded from a data
+directory (a name typo, or not built yet) and which command builds it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import re
 from collections.abc import Sequence
 
+from etils import epath
+
 from data_pipelines import BUILDER_NAMES
+
+# Configs derived by holding out validation subjects: '<config>_val_S8' or '..._val_S7_S8'.
+_VAL_CONFIG = re.compile(r"^(?P<base>.+?)_val_(?P<subjects>S\d+(?:_S\d+)*)$")
 
 
 def builder_class(dataset: str):
@@ -80,4 +89,107 @@ def describe(dataset: str) -> str:
     lines = [f"{dataset} configs (default {cls.DEFAULT_CONFIG_NAME!r}):"]
     lines += [f"  {c.name}: {c.description}" for c in cls.BUILDER_CONFIGS]
     lines += ["", "MANUAL_DOWNLOAD_INSTRUCTIONS:", cls.MANUAL_DOWNLOAD_INSTRUCTIONS]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- not built
+
+
+def parse_dataset(dataset: str) -> tuple[str, str | None, str | None]:
+    """``'name[/config][:version]'`` -> ``(name, config or None, version or None)``."""
+    rest, _, version = dataset.partition(":")
+    name, _, config = rest.partition("/")
+    return name, config or None, version or None
+
+
+def built_datasets(data_dir: str) -> dict[str, list[str]]:
+    """``'name/config'`` -> versions built (with a ``dataset_info.json``) under ``data_dir``."""
+    root = epath.Path(data_dir)
+    out: dict[str, list[str]] = {}
+    if not root.is_dir():
+        return out
+    for ds in sorted(root.iterdir()):
+        if not ds.is_dir() or ds.name == "downloads" or ds.name.startswith("."):
+            continue
+        for cfg in sorted(ds.iterdir()):
+            if not cfg.is_dir():
+                continue
+            versions = sorted(v.name for v in cfg.iterdir() if (v / "dataset_info.json").exists())
+            if versions:
+                out[f"{ds.name}/{cfg.name}"] = versions
+    return out
+
+
+def build_command(dataset: str, config: str, data_dir: str) -> str:
+    """The ``launch.build_dataset`` command that builds ``dataset/config`` into ``data_dir``."""
+    m = _VAL_CONFIG.match(config)
+    parts = ["python -m launch.build_dataset", f"--dataset={dataset}"]
+    parts.append(f"--builder_config={m['base'] if m else config}")
+    if m:
+        parts.append(f"--validation_subjects={m['subjects'].replace('_', ',')}")
+    if dataset != "synthetic_pose":
+        parts.append("--manual_dir=/path/to/input_files")
+    parts.append(f"--data_dir={data_dir}")
+    return " ".join(parts)
+
+
+def _builders_listing() -> list[str]:
+    lines = []
+    for name in BUILDER_NAMES:
+        cls = builder_class(name)
+        configs = ", ".join(c.name for c in cls.BUILDER_CONFIGS)
+        lines.append(f"  {name}: configs {configs} (default {cls.DEFAULT_CONFIG_NAME})")
+    lines.append("  (any config + '_val_<subjects>', e.g. gt_val_S8, holds those subjects out)")
+    return lines
+
+
+def _diagnose(name: str, config: str | None, version: str | None, built) -> tuple[str, str | None]:
+    """``(problem, command dataset/config or None)``; problem '' when the dataset is built."""
+    if name not in BUILDER_NAMES:
+        close = difflib.get_close_matches(name, BUILDER_NAMES, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        cls = builder_class(close[0]) if close else None
+        target = f"{close[0]}/{config or cls.DEFAULT_CONFIG_NAME}" if cls else None
+        return f"{name!r} is not one of our datasets{hint}", target
+    cls = builder_class(name)
+    config = config or cls.DEFAULT_CONFIG_NAME
+    versions = built.get(f"{name}/{config}", [])
+    if versions and (version is None or version in versions):
+        return "", None
+    m = _VAL_CONFIG.match(config)
+    base = m["base"] if m else config
+    known = [c.name for c in cls.BUILDER_CONFIGS]
+    if base not in known:
+        close = difflib.get_close_matches(base, known, n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{name} has no config {base!r}{hint}", f"{name}/{close[0]}" if close else None
+    if versions:
+        return f"{name}/{config} is built in version(s) {versions}, not {version}", None
+    return f"{name}/{config} is not built in this data_dir", f"{name}/{config}"
+
+
+def missing_dataset_message(
+    dataset: str, data_dir: str, who: str, *, problem: str | None = None
+) -> str | None:
+    """Why ``dataset`` cannot be loaded from ``data_dir``, or None when it is built there.
+
+    Names our builders and their configs, the ``launch.build_dataset`` command that
+    builds the dataset (or the closest existing name), and what ``data_dir`` holds.
+    ``problem`` overrides the diagnosis (e.g. TFDS failed on a dataset that is on disk).
+    """
+    name, config, version = parse_dataset(dataset)
+    built = built_datasets(data_dir)
+    found, target = _diagnose(name, config, version, built)
+    if problem is None and not found:
+        return None
+    lines = [f"{who}: dataset {dataset!r}: {problem or found}.", "", "Our datasets:"]
+    lines += _builders_listing()
+    if target is not None:
+        t_name, _, t_config = target.partition("/")
+        lines += ["", "Build it with:", f"  {build_command(t_name, t_config, data_dir)}"]
+    have = ", ".join(f"{k} ({', '.join(v)})" for k, v in built.items()) or "no built dataset"
+    if not epath.Path(data_dir).is_dir():
+        lines += ["", f"data_dir {data_dir!r} does not exist."]
+    else:
+        lines += ["", f"data_dir {data_dir!r} holds: {have}."]
     return "\n".join(lines)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from absl import logging
 from etils import epath
 
 from pose_jax import camera as camera_lib
+from pose_jax.errors import InputError
 
 # The 15 Human3.6M action classes, in the order every reference prints them
 # (REFERENCE.md 1.1). ``ClassLabel`` indices follow this order.
@@ -39,68 +40,157 @@ H36M_SUBJECTS = H36M_TRAIN_SUBJECTS + H36M_TEST_SUBJECTS
 NUM_JOINTS = 17
 
 
-class DataLayoutError(ValueError):
-    """Input files whose content does not have the documented layout."""
+class DataLayoutError(InputError, ValueError):
+    """Input files whose content does not have the documented layout.
+
+    ``message`` keeps the text as raised, even where TFDS prefixes ``args`` on the way out.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def original_error(e: BaseException) -> BaseException:
+    """The first :class:`DataLayoutError` or ``FileNotFoundError`` in ``e``'s cause chain, or ``e``.
+
+    TFDS re-raises some exceptions from builder code as a ``RuntimeError`` whose
+    cause is the original, and prefixes others' ``args`` in place (the text as
+    raised stays in :attr:`DataLayoutError.message`); entry points print the
+    original's message alone (:func:`error_message`).
+    """
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, (DataLayoutError, FileNotFoundError)):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__  # not __context__: that may be an unrelated, handled error
+    return e
+
+
+def error_message(e: BaseException) -> str:
+    """The message of :func:`original_error` as it was raised (without TFDS prefixes)."""
+    e = original_error(e)
+    return e.message if isinstance(e, DataLayoutError) else str(e)
 
 
 def action_class(action: str, where: str) -> str:
-    """The action class of an action name: the take suffix stripped (``'Photo 1'`` -> ``'Photo'``).
+    """The action class of an action name: the text before the first space, aliases applied.
+
+    ``'Photo 1'`` -> ``'Photo'``, ``'TakingPhoto 1'`` -> ``'Photo'``, and any other
+    name keeps its own class (``'jumping_jacks 2'`` -> ``'jumping_jacks'``): files
+    in the VideoPose3D layout may hold a user's own motion capture.
 
     Args:
       action: action name as stored in the npz files.
       where: description of the sequence, for the error message.
 
     Returns:
-      One of :data:`H36M_ACTIONS`.
+      The class name; one of :data:`H36M_ACTIONS` for Human3.6M files.
 
     Raises:
-      DataLayoutError: if the stripped name is not one of the 15 classes.
+      DataLayoutError: if the name is empty or starts with a space (no class).
     """
     base = str(action).split(" ")[0]
-    base = _ACTION_ALIASES.get(base, base)
-    if base not in H36M_ACTIONS:
+    if not base:
         raise DataLayoutError(
-            f"{where}: action {action!r} has class {base!r}, which is not one of the 15 "
-            f"Human3.6M action classes {H36M_ACTIONS}."
+            f"{where}: action {action!r} has no class name; expected a name such as "
+            "'Walking' or 'Walking 1' (the class is the text before the first space)."
         )
-    return base
+    return _ACTION_ALIASES.get(base, base)
 
 
-def load_npz_dict(path: epath.PathLike, key: str, layout: str, who: str) -> Any:
-    """Loads ``np.load(path)[key]`` where the entry is a pickled 0-d object array.
+def action_class_index(class_name: str) -> int:
+    """Index of a class in :data:`H36M_ACTIONS`, -1 for a class that is not one of the 15."""
+    return H36M_ACTIONS.index(class_name) if class_name in H36M_ACTIONS else -1
+
+
+def _missing_file(path: epath.Path, layout: str, who: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"{who}: missing file {os.fspath(path)!r}. Expected {layout}. "
+        "See the builder's MANUAL_DOWNLOAD_INSTRUCTIONS."
+    )
+
+
+def _unreadable(path: epath.Path, what: str, e: BaseException, layout: str, who: str):
+    return DataLayoutError(
+        f"{who}: file {os.fspath(path)!r} {what} ({type(e).__name__}: {e}); expected a complete "
+        f".npz archive (as written by np.savez) holding {layout}. The file may be truncated "
+        "or corrupt: copy or download it again."
+    )
+
+
+def load_npz_objects(
+    path: epath.PathLike,
+    keys: Sequence[str],
+    layout: str,
+    who: str,
+    *,
+    optional: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The pickled objects ``np.load(path)[key].item()`` of ``keys`` (and of ``optional`` if there).
 
     Args:
       path: the ``.npz`` file.
-      key: the entry to read.
+      keys: entries that must be present, each a pickled 0-d object array.
       layout: human description of the expected layout, quoted in errors.
       who: builder name, for messages.
-
-    Returns:
-      The unpickled object (usually a dict).
+      optional: entries read when present.
 
     Raises:
       FileNotFoundError: naming the file and the expected layout.
-      DataLayoutError: if the key is missing or is not a 0-d object array.
+      DataLayoutError: naming the file if it is empty, truncated or corrupt, is not
+        an ``.npz`` archive, lacks a key, or an entry is not a 0-d object array.
     """
     path = epath.Path(path)
     if not path.exists():
-        raise FileNotFoundError(
-            f"{who}: missing file {os.fspath(path)!r}. Expected {layout}. "
-            "See the builder's MANUAL_DOWNLOAD_INSTRUCTIONS."
-        )
-    with path.open("rb") as f, np.load(f, allow_pickle=True) as npz:
-        if key not in npz.files:
-            raise DataLayoutError(
-                f"{who}: file {os.fspath(path)!r} has keys {sorted(npz.files)}; expected key "
-                f"{key!r} holding {layout}."
-            )
-        value = npz[key]
-    if value.dtype != object or value.ndim != 0:
+        raise _missing_file(path, layout, who)
+    if path.stat().length == 0:
         raise DataLayoutError(
-            f"{who}: file {os.fspath(path)!r} key {key!r} is an array of shape {value.shape} "
-            f"and dtype {value.dtype}; expected a 0-d object array holding {layout}."
+            f"{who}: file {os.fspath(path)!r} is empty (0 bytes); expected an .npz archive "
+            f"holding {layout}. Copy or download it again."
         )
-    return value.item()
+    with path.open("rb") as f:
+        try:
+            npz = np.load(f, allow_pickle=True)
+        except Exception as e:  # numpy / zipfile / pickle raise many types for a bad file.
+            raise _unreadable(path, "is not readable as .npz", e, layout, who) from e
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise DataLayoutError(
+                f"{who}: file {os.fspath(path)!r} holds a single {type(npz).__name__}, not an "
+                f".npz archive of named entries; expected {layout}."
+            )
+        with npz:
+            return _read_entries(npz, path, keys, optional, layout, who)
+
+
+def _read_entries(npz, path, keys, optional, layout: str, who: str) -> dict[str, Any]:
+    missing = [k for k in keys if k not in npz.files]
+    if missing:
+        raise DataLayoutError(
+            f"{who}: file {os.fspath(path)!r} has keys {sorted(npz.files)}; expected key "
+            f"{missing[0]!r} holding {layout}."
+        )
+    out = {}
+    for key in [*keys, *(k for k in optional if k in npz.files)]:
+        try:
+            value = npz[key]
+        except Exception as e:  # zlib / zipfile CRC / EOF / unpickling errors.
+            raise _unreadable(path, f"entry {key!r} cannot be read", e, layout, who) from e
+        if value.dtype != object or value.ndim != 0:
+            raise DataLayoutError(
+                f"{who}: file {os.fspath(path)!r} key {key!r} is an array of shape "
+                f"{value.shape} and dtype {value.dtype}; expected a 0-d object array holding "
+                f"{layout}."
+            )
+        out[key] = value.item()
+    return out
+
+
+def load_npz_dict(path: epath.PathLike, key: str, layout: str, who: str) -> Any:
+    """Loads ``np.load(path)[key].item()``: :func:`load_npz_objects` for one key."""
+    return load_npz_objects(path, (key,), layout, who)[key]
 
 
 def check_mapping(value: Any, where: str, what: str) -> Mapping:
@@ -144,6 +234,47 @@ def check_keypoints(
     return arr.astype(np.float32)
 
 
+# A human's median bone length (17-joint skeletons: ~0.25 m) in each unit, generously bounded.
+_BONE_RANGES = (("metres", 0.02, 2.0), ("centimetres", 2.0, 20.0), ("millimetres", 20.0, 2000.0))
+
+
+def median_bone_length(pose: np.ndarray, parents: Sequence[int], max_frames: int = 500) -> float:
+    """Median over bones and (up to ``max_frames`` evenly spaced) frames of ``[T, J, 3]`` poses."""
+    pose = np.asarray(pose, np.float64)
+    frames = np.unique(
+        np.linspace(0, pose.shape[0] - 1, min(pose.shape[0], max_frames)).astype(int)
+    )
+    child = [j for j, p in enumerate(parents) if p >= 0]
+    parent = [parents[j] for j in child]
+    p = pose[frames]
+    return float(np.median(np.linalg.norm(p[:, child] - p[:, parent], axis=-1)))
+
+
+def check_units(
+    pose: np.ndarray, parents: Sequence[int], where: str, *, expected: str, layout: str
+) -> None:
+    """Refuses 3D keypoints whose median bone length does not fit the ``expected`` unit.
+
+    Args:
+      pose: ``[T, J, 3]`` keypoints as read from the file.
+      parents: parent joint of each joint (-1 for the root).
+      where: file and sequence, for messages.
+      expected: ``'metres'`` or ``'millimetres'``.
+      layout: the file layout that fixes the unit, quoted in messages.
+    """
+    m = median_bone_length(pose, parents)
+    unit = next((u for u, lo, hi in _BONE_RANGES if lo <= m < hi), None)
+    if unit == expected:
+        return
+    _, lo, hi = next(r for r in _BONE_RANGES if r[0] == expected)
+    looks = f"looks like {unit}" if unit else "fits no length unit for a human body"
+    raise DataLayoutError(
+        f"{where}: 3D median bone length {m:.4g} {looks}; expected {expected} ({layout}; a "
+        f"human's median bone length is {lo:g}..{hi:g} in {expected}). Convert the file's "
+        f"3D positions to {expected}."
+    )
+
+
 def float_tensor(*shape: int | None) -> tfds.features.Tensor:
     return tfds.features.Tensor(shape=tuple(shape), dtype=np.float32)
 
@@ -159,7 +290,9 @@ def h36m_like_features() -> tfds.features.FeaturesDict:
     num_frames          [] int32         T
     subject             text             'S1' ... 'S11'
     action              text             with take suffix, e.g. 'Directions 1'
-    action_class        ClassLabel       one of the 15 classes of H36M_ACTIONS
+    action_class        ClassLabel       one of the 15 classes of H36M_ACTIONS; -1 for a class
+                                         outside them (a user's own motion capture), whose name
+                                         is action_class(action): the text before the first space
     camera_index        [] int32         0..3, in the order of pose_jax.camera.H36M_CAMERA_IDS
     camera_id           text             '54138969', ...
     res_w, res_h        [] int32         image size in pixels
@@ -266,7 +399,7 @@ def h36m_like_example(
         "num_frames": np.int32(pose_world.shape[0]),
         "subject": subject,
         "action": action,
-        "action_class": action_class_name,
+        "action_class": action_class_index(action_class_name),
     }
     example.update(camera_fields(cam, camera_index))
     return example
@@ -354,6 +487,17 @@ class PoseBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             metadata=tfds.core.MetadataDict(),
             supervised_keys=None,
         )
+
+    def _with_progress(self, examples: Iterable, total: int, split: str) -> Iterator:
+        """``examples`` under a progress bar with ETA, one step per example (= per sequence).
+
+        TFDS's own bar counts examples without a total; this one knows it. Off with
+        ``tfds.display_progress_bar(False)`` (``build(progress=False)``, ``--noprogress``).
+        """
+        bar = tfds.core.utils.tqdm(
+            examples, total=total, desc=f"{self.name} {split}", unit=" examples", mininterval=1.0
+        )
+        yield from bar
 
     def _finish_report(self, report: BuildReport, splits: Mapping[str, Sequence[int]]) -> None:
         for split, lengths in splits.items():

@@ -29,7 +29,9 @@ pose_2d           [B, F, J, 2] f32   normalised screen coordinates (pixels when
 intrinsics        [B, 9] f32         normalised [fx, fy, cx, cy, k1, k2, k3, p1, p2] (flipped
                                      clips carry the flipped camera); zeros where unknown
 res_w, res_h      [B] int32          image size of the camera
-action            [B] int32          action class (index into common.H36M_ACTIONS; -1 if none)
+action            [B] int32          action class (index into common.H36M_ACTIONS; -1 if none
+                                     or not one of the 15: the class name is then
+                                     store.action_class_name[sequence_index])
 camera_index      [B] int32          camera of the clip
 sequence_index    [B] int32          index of the sequence in the SequenceStore
 start             [B] int32          first frame of the clip in its sequence (may be < 0)
@@ -52,10 +54,20 @@ import grain
 import numpy as np
 
 from data_pipelines import transforms
+from pose_jax.errors import ConfigError, InputError
 
 # The joint layout of each dataset (pose_jax.skeleton names).
 SKELETON_OF_DATASET = {"h36m_pose": "h36m", "synthetic_pose": "h36m", "mpi_inf_3dhp_pose": "3dhp"}
 FLIP_MODES = ("duplicate", "random", "none")
+
+
+class DatasetNotFoundError(InputError, FileNotFoundError):
+    """A dataset that is not one of ours, or one not built in ``data_dir``.
+
+    The message names our builders and configs, the ``launch.build_dataset``
+    command that builds the missing one and what ``data_dir`` holds; entry points
+    print it alone.
+    """
 
 
 def _text(x: Any) -> str:
@@ -77,7 +89,10 @@ class SequenceStore:
       valid: ``S`` arrays ``[L_s]`` bool.
       activity: ``S`` arrays ``[L_s]`` int32 (3DHP activity labels), or None.
       num_frames: ``[S]`` int64.
-      action: ``[S]`` int32 action class index, -1 where the dataset has none.
+      action: ``[S]`` int32 action class index into ``H36M_ACTIONS``, -1 where the dataset
+        has none or the class is not one of the 15 (a user's own capture).
+      action_class_name: ``S`` class names: the action text before its first space, with
+        Human3.6M's aliases (``'TakingPhoto'`` -> ``'Photo'``); set for every dataset.
       camera_index, res_w, res_h: ``[S]`` int32.
       intrinsics: ``[S, 9]`` float32 normalised intrinsics.
       subject, action_name, camera_id: ``S`` strings.
@@ -98,6 +113,7 @@ class SequenceStore:
     intrinsics: np.ndarray
     subject: tuple[str, ...]
     action_name: tuple[str, ...]
+    action_class_name: tuple[str, ...]
     camera_id: tuple[str, ...]
     skeleton: str
     frame_offset: np.ndarray
@@ -150,6 +166,13 @@ class SequenceStore:
         def views(flat: np.ndarray) -> tuple[np.ndarray, ...]:
             return tuple(flat[o : o + n] for o, n in zip(offset, num_frames, strict=True))
 
+        from data_pipelines import common  # Deferred: it imports tfds.
+
+        action_name = tuple(_text(r["action"]) for r in rows)
+        class_name = tuple(
+            common.action_class(a, f"SequenceStore: sequence {_text(r['subject'])}/{a!r}")
+            for a, r in zip(action_name, rows, strict=True)
+        )
         activity = None
         if "activity" in rows[0]:
             activity = tuple(np.asarray(r["activity"], np.int32) for r in rows)
@@ -165,7 +188,8 @@ class SequenceStore:
             res_h=np.array([int(r["res_h"]) for r in rows], np.int32),
             intrinsics=np.stack([np.asarray(r["intrinsics"], np.float32) for r in rows]),
             subject=tuple(_text(r["subject"]) for r in rows),
-            action_name=tuple(_text(r["action"]) for r in rows),
+            action_name=action_name,
+            action_class_name=class_name,
             camera_id=tuple(_text(r["camera_id"]) for r in rows),
             skeleton=skeleton,
             frame_offset=offset,
@@ -186,6 +210,39 @@ def dataset_skeleton(dataset: str) -> str:
     return SKELETON_OF_DATASET[base]
 
 
+def _data_source(dataset: str, split: str, data_dir: str | None, who: str):
+    """``tfds.data_source`` of a built dataset; never builds (``download=False``).
+
+    Raises:
+      DatasetNotFoundError: naming our builders, the build command and what
+        ``data_dir`` holds, instead of TFDS's listing of its public datasets.
+    """
+    import tensorflow_datasets as tfds  # Deferred: the numpy parts need no tfds.
+
+    from data_pipelines import build as build_lib
+
+    root = data_dir or tfds.core.constants.DATA_DIR
+    message = build_lib.missing_dataset_message(dataset, root, who)
+    if message is not None:
+        raise DatasetNotFoundError(message)
+    try:
+        return tfds.data_source(dataset, split=split, data_dir=data_dir, download=False)
+    except (tfds.core.registered.DatasetNotFoundError, AssertionError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        problem = f"TFDS cannot read it from the files on disk ({first})"
+        raise DatasetNotFoundError(
+            build_lib.missing_dataset_message(dataset, root, who, problem=problem)
+        ) from None
+    except ValueError as e:
+        if "split" in str(e).lower() and split == "validation":
+            raise ConfigError(
+                f"{who}: {dataset!r} has no 'validation' split (it is empty unless the "
+                "config holds out training subjects, e.g. h36m_pose config made with "
+                f"validation_subjects=('S8',)). Original error: {e}"
+            ) from None
+        raise
+
+
 def load_sequences(
     dataset: str,
     split: str,
@@ -203,19 +260,11 @@ def load_sequences(
 
     Returns:
       A :class:`SequenceStore`.
-    """
-    import tensorflow_datasets as tfds  # Deferred: the numpy parts need no tfds.
 
-    try:
-        source = tfds.data_source(dataset, split=split, data_dir=data_dir)
-    except ValueError as e:
-        if "split" in str(e).lower() and split == "validation":
-            raise ValueError(
-                f"load_sequences: {dataset!r} has no 'validation' split (it is empty unless the "
-                "config holds out training subjects, e.g. h36m_pose config made with "
-                f"validation_subjects=('S8',)). Original error: {e}"
-            ) from None
-        raise
+    Raises:
+      DatasetNotFoundError: ``dataset`` is not one of ours or not built in ``data_dir``.
+    """
+    source = _data_source(dataset, split, data_dir, "load_sequences")
     return SequenceStore.from_examples(source, skeleton or dataset_skeleton(dataset))
 
 
@@ -503,9 +552,13 @@ def make_eval_windows(
         ``N * F`` frames per sequence, overlap and padding counted;
       * ``mask [N, F]`` bool: each real frame exactly once (``mask.sum() == num_frames``),
         for exact per-frame metrics (AND it with ``valid`` for 3DHP);
-      * ``intrinsics [9]``, ``res_w``, ``res_h``, ``action`` (class index or -1),
-        ``action_name``, ``subject``, ``camera_index``, ``camera_id``, ``num_frames``,
-        ``sequence_index``.
+      * ``intrinsics [9]``, ``res_w``, ``res_h``, ``action`` (class index into
+        ``H36M_ACTIONS``, -1 if none or not one of the 15), ``action_name`` (with the take
+        suffix), ``action_class_name`` (the class, also for classes outside the 15),
+        ``subject``, ``camera_index``, ``camera_id``, ``num_frames``, ``sequence_index``.
+
+    Raises:
+      DatasetNotFoundError: ``dataset`` is not one of ours or not built in ``data_dir``.
     """
     store = (
         dataset
@@ -528,6 +581,7 @@ def make_eval_windows(
             "res_h": int(store.res_h[s]),
             "action": int(store.action[s]),
             "action_name": store.action_name[s],
+            "action_class_name": store.action_class_name[s],
             "subject": store.subject[s],
             "camera_index": int(store.camera_index[s]),
             "camera_id": store.camera_id[s],

@@ -8,19 +8,24 @@ r"""Builds one pose dataset config into a TFDS data directory (array_record, no 
 
 Read it back with ``tfds.data_source('<dataset>/<config>', split=..., data_dir=...)`` or
 ``data_pipelines.input_pipeline``. ``--dataset=NAME --info`` prints the configs and
-the manual-download instructions.
+the manual-download instructions. Relative ``--manual_dir`` / ``--data_dir`` are
+taken relative to the current directory. Input files that do not have the
+documented layout (missing, truncated, wrong units...) stop the build with one
+message naming the file and what was expected, and exit status 1.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from absl import app, flags
 
 from data_pipelines import BUILDER_NAMES
-from data_pipelines.build import build, describe
+from data_pipelines.build import build, describe, resolve_config
 
 _DATASET = flags.DEFINE_enum("dataset", None, list(BUILDER_NAMES), "Dataset to build.")
 _CONFIG = flags.DEFINE_string(
@@ -39,6 +44,39 @@ _PROGRESS = flags.DEFINE_bool("progress", True, "Show tqdm progress bars.")
 _INFO = flags.DEFINE_bool("info", False, "Print configs and download instructions, build nothing.")
 
 
+def _absolute(path: str | None) -> str | None:
+    """A directory flag as an absolute path (TFDS resolves relative ones elsewhere)."""
+    return None if path is None else os.path.abspath(os.path.expanduser(path))
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"build_dataset: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def _build(data_dir: str | None, manual_dir: str | None) -> Any:
+    """:func:`build`, with bad input reported as one message (not a traceback) and exit 1."""
+    from data_pipelines import common  # Deferred: imports tfds and jax.
+
+    try:
+        return build(
+            _DATASET.value,
+            _CONFIG.value,
+            data_dir=data_dir,
+            manual_dir=manual_dir,
+            validation_subjects=_VALIDATION.value,
+            progress=_PROGRESS.value,
+        )
+    except Exception as e:  # TFDS may wrap what the builder raised: look down the chain.
+        err = common.original_error(e)
+        if isinstance(err, common.DataLayoutError):
+            _fail(common.error_message(err))
+        if isinstance(err, (FileNotFoundError, AssertionError)):
+            # tfds raises AssertionError when the manual directory itself is missing.
+            _fail(f"{common.error_message(err)}\n\n{describe(_DATASET.value)}")
+        raise
+
+
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -48,18 +86,10 @@ def main(argv: Sequence[str]) -> None:
         print(describe(_DATASET.value))
         return
     try:
-        builder = build(
-            _DATASET.value,
-            _CONFIG.value,
-            data_dir=_DATA_DIR.value,
-            manual_dir=_MANUAL_DIR.value,
-            validation_subjects=_VALIDATION.value,
-            progress=_PROGRESS.value,
-        )
-    except (FileNotFoundError, AssertionError) as e:
-        # tfds raises AssertionError when the manual directory itself is missing.
-        print(f"build_dataset: {e}\n\n{describe(_DATASET.value)}", file=sys.stderr)
-        sys.exit(1)
+        resolve_config(_DATASET.value, _CONFIG.value, _VALIDATION.value)
+    except ValueError as e:  # unknown config, or a test subject held out for validation
+        _fail(str(e))
+    builder = _build(_absolute(_DATA_DIR.value), _absolute(_MANUAL_DIR.value))
     info = builder.info
     print(f"built {info.full_name} in {builder.data_dir}")
     for split, si in info.splits.items():

@@ -4,6 +4,10 @@ Reads ``data_3d_h36m.npz`` (world-frame 32-joint mocap, metres) and
 ``data_2d_h36m_<source>.npz`` (17-joint 2D per camera, pixels) from the manual
 directory, moves the 3D into each camera's frame with that subject's
 extrinsics, and stores raw absolute camera-frame 3D, pixel 2D and the camera.
+Actions need not be the 15 Human3.6M classes (a user's own capture in this
+layout): a class outside them is stored as ``action_class = -1`` and named by
+the action text before its first space. 3D whose median bone length is not in
+metres (e.g. millimetres) is refused, naming the sequence.
 Root-centering, screen normalisation, windowing and flips are grain transforms
 (``data_pipelines/transforms.py``), so they never force a rebuild.
 
@@ -15,7 +19,7 @@ Splits (REFERENCE.md 1.6): ``train`` = S1, S5, S6, S7, S8; ``test`` = S9, S11;
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -32,7 +36,8 @@ FILE_3D = "data_3d_h36m.npz"
 LAYOUT_3D = (
     "VideoPose3D's data_3d_h36m.npz: key 'positions_3d' = 0-d object array holding "
     "dict subject ('S1', 'S5', 'S6', 'S7', 'S8', 'S9', 'S11') -> action name (e.g. "
-    "'Directions 1') -> float32 array (T, 32, 3), world coordinates in metres"
+    "'Directions 1'; the action class is the text before the first space, the 15 Human3.6M "
+    "classes or any other) -> float32 array (T, 32, 3), world coordinates in metres"
 )
 LAYOUT_2D = (
     "VideoPose3D's data_2d_h36m_<source>.npz: key 'positions_2d' = 0-d object array holding "
@@ -109,6 +114,10 @@ class _Sequence:
     pose_2d: np.ndarray  # [T, 17, 2], pixels, already cut to T
 
 
+_PARENTS = skeleton_lib.get_skeleton("h36m").parents
+_UNITS = f"VideoPose3D's {FILE_3D} holds world positions in metres"
+
+
 def _reduce_3d(arr: Any, where: str) -> np.ndarray:
     a = np.asarray(arr)
     if a.ndim == 3 and a.shape[1] == 32 and a.shape[2] == 3:
@@ -119,6 +128,53 @@ def _reduce_3d(arr: Any, where: str) -> np.ndarray:
             "reduced (T, 17, 3))."
         )
     return common.check_keypoints(a, where, dims=3, name="3D")
+
+
+def _read_views(
+    views: Any, num_frames: int, cams: list, where: str, file_2d: str
+) -> list[tuple[np.ndarray, int]]:
+    """``(2D cut to the 3D length, frames cut)`` per camera of one sequence's 2D entry."""
+    if not isinstance(views, (list, tuple)) or len(views) != len(cams):
+        got = len(views) if isinstance(views, (list, tuple)) else type(views).__name__
+        raise common.DataLayoutError(
+            f"{where} in {file_2d}: expected a list of {len(cams)} camera arrays "
+            f"(T_cam, 17, 2); got {got}."
+        )
+    out = []
+    for ci, view in enumerate(views):
+        w = f"{where} camera {ci} ({cams[ci].id}) in {file_2d}"
+        kp = common.check_keypoints(view, w, dims=2, name="2D")
+        n2 = kp.shape[0]
+        if n2 < num_frames:
+            raise common.DataLayoutError(
+                f"{w}: 2D has {n2} frames, fewer than the {num_frames} frames of 3D; the "
+                "references require len(2D) >= len(3D)."
+            )
+        out.append((kp[:num_frames], n2 - num_frames))
+    return out
+
+
+def _check_subjects(
+    pos3d: Mapping, pos2d: Mapping, file_3d: str, file_2d: str, report: common.BuildReport, who: str
+) -> None:
+    """Refuses 3D files without exactly the 7 mocap subjects; notes 2D-only subjects."""
+    unknown = sorted(set(map(str, pos3d)) - set(common.H36M_SUBJECTS))
+    if unknown:
+        raise common.DataLayoutError(
+            f"{who}: {file_3d} holds subject(s) {unknown}, which are not Human3.6M mocap "
+            f"subjects; expected {common.H36M_SUBJECTS}."
+        )
+    missing = [s for s in common.H36M_SUBJECTS if s not in pos3d]
+    if missing:
+        raise common.DataLayoutError(
+            f"{who}: {file_3d} lacks subject(s) {missing}; expected all of {common.H36M_SUBJECTS}."
+        )
+    extra_2d = sorted(set(map(str, pos2d)) - set(common.H36M_SUBJECTS))
+    if extra_2d:
+        report.ignored.append(
+            f"{file_2d}: subject(s) {extra_2d} have no 3D mocap (unlabeled) and are not "
+            "part of any split."
+        )
 
 
 def read_sequences(
@@ -141,41 +197,24 @@ def read_sequences(
     path_3d = manual_dir / FILE_3D
     path_2d = manual_dir / f"data_2d_h36m_{source}.npz"
     pos3d = common.load_npz_dict(path_3d, "positions_3d", LAYOUT_3D, who)
-    pos2d = common.load_npz_dict(path_2d, "positions_2d", LAYOUT_2D, who)
+    files_2d = common.load_npz_objects(
+        path_2d, ("positions_2d",), LAYOUT_2D, who, optional=("metadata",)
+    )
     pos3d = common.check_mapping(
         pos3d, f"{who}: {path_3d.name} 'positions_3d'", "subject -> action"
     )
     pos2d = common.check_mapping(
-        pos2d, f"{who}: {path_2d.name} 'positions_2d'", "subject -> action"
+        files_2d["positions_2d"], f"{who}: {path_2d.name} 'positions_2d'", "subject -> action"
     )
-    with path_2d.open("rb") as f, np.load(f, allow_pickle=True) as npz:
-        if "metadata" in npz.files:
-            meta = npz["metadata"].item()
-            if isinstance(meta, dict) and meta.get("num_joints", 17) != 17:
-                raise common.DataLayoutError(
-                    f"{who}: {path_2d.name} metadata says num_joints={meta['num_joints']}; "
-                    "expected 17 (the Human3.6M-17 layout)."
-                )
+    meta = files_2d.get("metadata")
+    if isinstance(meta, dict) and meta.get("num_joints", 17) != 17:
+        raise common.DataLayoutError(
+            f"{who}: {path_2d.name} metadata says num_joints={meta['num_joints']}; "
+            "expected 17 (the Human3.6M-17 layout)."
+        )
 
     report = common.BuildReport()
-    unknown = sorted(set(map(str, pos3d)) - set(common.H36M_SUBJECTS))
-    if unknown:
-        raise common.DataLayoutError(
-            f"{who}: {path_3d.name} holds subject(s) {unknown}, which are not Human3.6M mocap "
-            f"subjects; expected {common.H36M_SUBJECTS}."
-        )
-    missing = [s for s in common.H36M_SUBJECTS if s not in pos3d]
-    if missing:
-        raise common.DataLayoutError(
-            f"{who}: {path_3d.name} lacks subject(s) {missing}; expected all of "
-            f"{common.H36M_SUBJECTS}."
-        )
-    extra_2d = sorted(set(map(str, pos2d)) - set(common.H36M_SUBJECTS))
-    if extra_2d:
-        report.ignored.append(
-            f"{path_2d.name}: subject(s) {extra_2d} have no 3D mocap (unlabeled) and are not "
-            "part of any split."
-        )
+    _check_subjects(pos3d, pos2d, path_3d.name, path_2d.name, report, who)
 
     out: dict[str, list[_Sequence]] = {}
     for subject in common.H36M_SUBJECTS:
@@ -202,29 +241,18 @@ def read_sequences(
             where = f"{who}: sequence {subject}/{action!r}"
             klass = common.action_class(action, where)
             world = _reduce_3d(actions[action], f"{where} in {path_3d.name}")
+            common.check_units(
+                world, _PARENTS, f"{where} in {path_3d.name}", expected="metres", layout=_UNITS
+            )
             if action not in actions_2d:
                 raise common.DataLayoutError(
                     f"{where}: missing from {path_2d.name} (it is in {path_3d.name})."
                 )
-            views = actions_2d[action]
-            if not isinstance(views, (list, tuple)) or len(views) != len(cams):
-                got = len(views) if isinstance(views, (list, tuple)) else type(views).__name__
-                raise common.DataLayoutError(
-                    f"{where} in {path_2d.name}: expected a list of {len(cams)} camera arrays "
-                    f"(T_cam, 17, 2); got {got}."
-                )
-            for ci, view in enumerate(views):
-                w = f"{where} camera {ci} ({cams[ci].id}) in {path_2d.name}"
-                kp = common.check_keypoints(view, w, dims=2, name="2D")
-                n3, n2 = world.shape[0], kp.shape[0]
-                if n2 < n3:
-                    raise common.DataLayoutError(
-                        f"{w}: 2D has {n2} frames, fewer than the {n3} frames of 3D; the "
-                        "references require len(2D) >= len(3D)."
-                    )
-                if n2 > n3:
-                    report.truncated_frames[f"{subject}/{action}/{ci}"] = n2 - n3
-                seqs.append(_Sequence(subject, action, klass, ci, world, kp[:n3]))
+            views = _read_views(actions_2d[action], world.shape[0], cams, where, path_2d.name)
+            for ci, (kp, extra_frames) in enumerate(views):
+                if extra_frames:
+                    report.truncated_frames[f"{subject}/{action}/{ci}"] = extra_frames
+                seqs.append(_Sequence(subject, action, klass, ci, world, kp))
         out[subject] = seqs
     return out, report
 
@@ -269,7 +297,10 @@ class Builder(common.PoseBuilder):
         self._finish_report(
             report, {k: [v.pose_world.shape[0] for v in seqs] for k, seqs in splits.items()}
         )
-        return {split: self._generate_examples(seqs) for split, seqs in splits.items()}
+        return {
+            split: self._with_progress(self._generate_examples(seqs), len(seqs), split)
+            for split, seqs in splits.items()
+        }
 
     def _generate_examples(self, seqs: list[_Sequence]) -> Iterator[tuple[str, dict[str, Any]]]:
         for seq in seqs:

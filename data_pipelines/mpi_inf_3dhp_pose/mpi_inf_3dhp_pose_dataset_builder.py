@@ -13,7 +13,8 @@ Joints are the 17 "relevant" 3DHP joints, root (pelvis) at index 14. 3D is
 stored in the camera frame in **metres** (the files hold millimetres; divided by
 1000, so every dataset here shares one unit), absolute (not root-relative).
 Every frame is kept, with its ``valid`` flag (the evaluation protocol uses only
-valid frames); nothing is dropped.
+valid frames); nothing is dropped. 3D whose median bone length does not look
+like millimetres (e.g. already in metres) is refused, naming the file and sequence.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from etils import epath
 
 from data_pipelines import common
 from pose_jax import camera as camera_lib
+from pose_jax import skeleton as skeleton_lib
 
 NAME = "mpi_inf_3dhp_pose"
 TRAIN_SUBJECTS = tuple(f"S{i}" for i in range(1, 9))
@@ -75,6 +77,12 @@ copy the folders `TS1` ... `TS6` as they are. Layouts:
   * data_test_3dhp*.npz: {LAYOUT_TEST}.
   * TS<i>/annot_data.mat: {LAYOUT_MAT}.
 """
+
+_PARENTS = skeleton_lib.get_skeleton("3dhp").parents
+_UNITS = (
+    "the MPI-INF-3DHP npz files and annot_data.mat hold camera-frame 3D in millimetres; the "
+    "builder divides by 1000"
+)
 
 _TRAIN_KEY = re.compile(r"^(S[1-8]) (Seq[12])$")
 
@@ -139,6 +147,7 @@ def _check_pair(
     d3: Any, d2: Any, where: str, report: common.BuildReport, key: str
 ) -> tuple[np.ndarray, np.ndarray]:
     p3 = common.check_keypoints(d3, where, dims=3, name="3D")
+    common.check_units(p3, _PARENTS, where, expected="millimetres", layout=_UNITS)
     p2 = common.check_keypoints(d2, where, dims=2, name="2D")
     if p2.shape[0] < p3.shape[0]:
         raise common.DataLayoutError(
@@ -149,8 +158,11 @@ def _check_pair(
     return p3, p2[: p3.shape[0]]
 
 
-def read_train(path: epath.Path, report: common.BuildReport, who: str = NAME) -> list[_Sequence]:
+def read_train(
+    path: epath.PathLike, report: common.BuildReport, who: str = NAME
+) -> list[_Sequence]:
     """Training sequences of a ``data_train_3dhp*.npz`` file, sorted by (subject, seq, camera)."""
+    path = epath.Path(path)
     data = common.load_npz_dict(path, "data", LAYOUT_TRAIN, who)
     data = common.check_mapping(data, f"{who}: {path.name} 'data'", "'S<k> Seq<m>' -> list")
     out = []
@@ -203,8 +215,11 @@ def _flags(x: Any, n: int, where: str, name: str) -> np.ndarray:
     return a
 
 
-def read_test_npz(path: epath.Path, report: common.BuildReport, who: str = NAME) -> list[_Sequence]:
+def read_test_npz(
+    path: epath.PathLike, report: common.BuildReport, who: str = NAME
+) -> list[_Sequence]:
     """Test sequences TS1..TS6 of a ``data_test_3dhp*.npz`` file."""
+    path = epath.Path(path)
     data = common.load_npz_dict(path, "data", LAYOUT_TEST, who)
     data = common.check_mapping(data, f"{who}: {path.name} 'data'", "'TS<i>' -> dict")
     unknown = sorted(set(map(str, data)) - set(TEST_SEQUENCES))
@@ -231,12 +246,38 @@ def read_test_npz(path: epath.Path, report: common.BuildReport, who: str = NAME)
     return out
 
 
+def _read_mat(path: epath.Path, annotation: str, where: str) -> tuple[np.ndarray, ...]:
+    """``annot2``, ``annotation``, ``valid_frame``, ``activity_annotation`` of one .mat file."""
+    import h5py  # Only the raw-test configs need it.
+
+    need = ("annot2", annotation, "valid_frame", "activity_annotation")
+    try:
+        f = h5py.File(os.fspath(path), "r")
+    except OSError as e:
+        raise common.DataLayoutError(
+            f"{where}: not readable as HDF5 (MATLAB v7.3) ({e}); expected {LAYOUT_MAT}. The "
+            "file may be truncated or corrupt: copy it again."
+        ) from None
+    with f:
+        for k in need:
+            if k not in f:
+                raise common.DataLayoutError(
+                    f"{where}: has datasets {sorted(f.keys())}; expected {list(need)} "
+                    f"({LAYOUT_MAT})."
+                )
+        try:
+            return tuple(np.asarray(f[k][()]) for k in need)
+        except Exception as e:  # h5py raises OSError/KeyError/TypeError for damaged data.
+            raise common.DataLayoutError(
+                f"{where}: dataset data cannot be read ({type(e).__name__}: {e}); expected "
+                f"{LAYOUT_MAT}. The file may be truncated or corrupt: copy it again."
+            ) from e
+
+
 def read_test_mat(
     manual_dir: epath.Path, annotation: str, report: common.BuildReport, who: str = NAME
 ) -> list[_Sequence]:
     """Test sequences from the official ``TS<i>/annot_data.mat`` files (HDF5)."""
-    import h5py  # Only this config needs it.
-
     out = []
     for seq in TEST_SEQUENCES:
         path = manual_dir / seq / "annot_data.mat"
@@ -246,22 +287,7 @@ def read_test_mat(
                 "builder's MANUAL_DOWNLOAD_INSTRUCTIONS."
             )
         where = f"{who}: sequence {seq!r} in {os.fspath(path)!r}"
-        try:
-            f = h5py.File(os.fspath(path), "r")
-        except OSError as e:
-            raise common.DataLayoutError(
-                f"{where}: not readable as HDF5 (MATLAB v7.3) ({e}); expected {LAYOUT_MAT}."
-            ) from None
-        with f:
-            need = ("annot2", annotation, "valid_frame", "activity_annotation")
-            for k in need:
-                if k not in f:
-                    raise common.DataLayoutError(
-                        f"{where}: has datasets {sorted(f.keys())}; expected {list(need)} "
-                        f"({LAYOUT_MAT})."
-                    )
-            a2, a3 = f["annot2"][()], f[annotation][()]
-            valid, activity = f["valid_frame"][()], f["activity_annotation"][()]
+        a2, a3, valid, activity = _read_mat(path, annotation, where)
         for name, arr, dims in (("annot2", a2, 2), (annotation, a3, 3)):
             if arr.ndim != 4 or arr.shape[1] != 1:
                 raise common.DataLayoutError(
@@ -404,7 +430,10 @@ class Builder(common.PoseBuilder):
         self._finish_report(
             report, {k: [s.pose_3d_mm.shape[0] for s in v] for k, v in splits.items()}
         )
-        return {split: self._generate_examples(seqs) for split, seqs in splits.items()}
+        return {
+            split: self._with_progress(self._generate_examples(seqs), len(seqs), split)
+            for split, seqs in splits.items()
+        }
 
     def _generate_examples(self, seqs: list[_Sequence]) -> Iterator[tuple[str, dict[str, Any]]]:
         for seq in seqs:

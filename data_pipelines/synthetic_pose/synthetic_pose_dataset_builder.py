@@ -232,7 +232,12 @@ class Builder(common.PoseBuilder):
                         _, n = _motion_rng(cfg, s, kind, take)
                         lengths[split] += [n] * len(camera_lib.H36M_CAMERA_IDS)
         self._finish_report(report, lengths)
-        return {split: self._generate_examples(subjects) for split, subjects in splits.items()}
+        return {
+            split: self._with_progress(
+                self._generate_examples(subjects), len(lengths[split]), split
+            )
+            for split, subjects in splits.items()
+        }
 
     def _generate_examples(self, subjects: tuple[str, ...]) -> Iterator[tuple[str, dict[str, Any]]]:
         for subject in subjects:
