@@ -35,7 +35,7 @@ def parse_arg(arg: str | None, **defaults):
 
 
 def d3dp_base() -> ml_collections.ConfigDict:
-    """D3DP on Human3.6M with the reference's settings (REFERENCE.md 2.2-2.5, 2.10)."""
+    """D3DP on Human3.6M with the settings of paTRICK-swk/D3DP common/arguments.py, main.py."""
     c = ml_collections.ConfigDict()
     c.system = "d3dp"
 
@@ -48,7 +48,6 @@ def d3dp_base() -> ml_collections.ConfigDict:
     c.data.num_frames = 243
     c.data.batch_size = 4  # clips of 243 frames per step (1024 // 243 in the reference)
     c.data.flip = "duplicate"
-    c.data.single_frame = False  # True: [B, J, ...] batches of single frames (DiffPose)
     c.data.worker_count = 0
 
     c.model = ml_collections.ConfigDict()
@@ -75,12 +74,11 @@ def d3dp_base() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict()
     c.train.seed = 1
+    # One training duration: exactly one of num_epochs / num_steps is > 0 (0: unset).
     c.train.num_epochs = 400
-    c.train.num_steps = 0  # > 0 overrides num_epochs
+    c.train.num_steps = 0
     c.train.log_every_steps = 50
     c.train.checkpoint_every_steps = 1000
-    c.train.eval_every_steps = 0
-    c.train.batch_keys = ("pose_3d", "pose_2d")
     c.train.tensorboard = True
 
     c.eval = ml_collections.ConfigDict()
@@ -88,11 +86,14 @@ def d3dp_base() -> ml_collections.ConfigDict:
     c.eval.num_iterations = 5
     c.eval.eta = 1.0
     c.eval.flip_tta = True
-    c.eval.batch_size = 4  # clips per sampler call; P-Best (reference mode) depends on it
-    c.eval.mode = "reference"  # or 'per_pose'
-    c.eval.weighting = (
-        "reference"  # 'reference' double counts overlaps; 'exact' counts each frame once
-    )
+    # 'reference' in a value always means "as the reference code computes it".
+    c.eval.batch_size = 4  # clips per sampler call; the 'reference' P-Best depends on it
+    # How P-Best and J-Agg's P2 aggregate: 'reference' (P-Best picked once per evaluation
+    # batch, J-Agg P2 from separately aligned hypotheses, as D3DP's main.py) or 'per_pose'.
+    c.eval.hypothesis_aggregation = "reference"
+    # Which frames count: 'reference' (every slot of every window, so overlapping and
+    # padded frames count again, as D3DP does) or 'exact' (every real frame once).
+    c.eval.frame_weighting = "reference"
     c.eval.use_ema = False
     c.eval.seed = 0
     c.eval.max_sequences = 0  # > 0 evaluates only the first sequences (smoke tests)
@@ -112,7 +113,7 @@ def d3dp_base() -> ml_collections.ConfigDict:
 
 
 def finepose_base(mode: str = "reference") -> ml_collections.ConfigDict:
-    """FinePOSE on Human3.6M (REFERENCE.md 2.7): D3DP's settings plus the prompt branch.
+    """FinePOSE on Human3.6M (FinePOSE_CVPR2024 main.py): D3DP's settings plus the prompts.
 
     ``mode='reference'`` is the released code (frozen context vectors, the ground-truth
     action at test time, the training batch's prompt-row tiling); ``'paper'`` trains
@@ -124,7 +125,7 @@ def finepose_base(mode: str = "reference") -> ml_collections.ConfigDict:
     c = d3dp_base()
     c.system = "finepose"
     c.model.name = "finepose"
-    c.model.mode = mode
+    c.model.finepose_variant = mode  # 'reference' (the released code) or 'paper'
     # CLIP ViT-B/32 weights: OpenAI's ViT-B-32.pt, a FinePOSE checkpoint, an .npz state
     # dict or a launch.convert output. None: seeded random CLIP (smoke tests only).
     c.model.clip_weights = ml_collections.FieldReference(None, field_type=str)
@@ -133,20 +134,68 @@ def finepose_base(mode: str = "reference") -> ml_collections.ConfigDict:
     c.model.action_dropout = 0.1 if mode == "paper" else 0.0
     c.model.agnostic_word = "unknown"
     c.train.num_epochs = 100  # main.py (CPN); main_gt.py trains 120
-    c.train.batch_keys = ("pose_3d", "pose_2d", "action")
     c.eval.num_hypotheses = 20  # FinePOSE README: H=20, K=10
     c.eval.num_iterations = 10
     c.eval.action_source = "ground_truth"  # or 'none': the action-agnostic prompt
     return c
 
 
+def d3dp_denoiser(name: str, *, skeleton: str) -> str:
+    """The registry name of a D3DP config's ``denoiser=`` argument (``d3dp`` or ``d3dp_ktp``).
+
+    ``d3dp_ktp`` builds KTPFormer's kinematics prior over the dataset's skeleton.
+    """
+    if name not in ("d3dp", "d3dp_ktp"):
+        raise ValueError(f"denoiser={name!r}; expected one of ['d3dp', 'd3dp_ktp'].")
+    return f"{name}_3dhp" if name == "d3dp_ktp" and skeleton == "3dhp" else name
+
+
+def ktpformer_base() -> ml_collections.ConfigDict:
+    """KTPFormer on Human3.6M: the settings of JihuaPeng/KTPFormer common/arguments.py and
+    run_ktpformer.py (a deterministic lifter: no diffusion block, one prediction per clip)."""
+    c = d3dp_base()
+    c.system = "ktpformer"
+    del c["diffusion"]
+    c.data.num_frames = 243
+    c.data.batch_size = 8  # clips of 243 frames per step (-b 1024 // -s 128)
+    c.data.flip = "duplicate"  # every chunk once as is and once mirrored per epoch
+
+    c.model.name = "ktpformer"
+    c.model.drop_path_rate = 0.1  # the training model's; evaluation is deterministic
+    c.model.tc_weight = 0.5  # L = wMPJPE + 0.5 L_tc + 2.0 MPJVE
+    c.model.velocity_weight = 2.0
+
+    c.optim.lr = 8e-5
+    c.optim.weight_decay = 0.1
+    c.optim.lr_schedule = "epoch_exponential"
+    c.optim.lr_decay = 0.99
+    # run_ktpformer.py calls loss.backward(loss): the gradient is L * grad L.
+    c.optim.gradient_mode = "loss_times_grad"
+    c.optim.ema_decay = 0.0
+
+    c.train.num_epochs = 200
+
+    c.eval.num_hypotheses = 1  # deterministic: H = K = 1
+    c.eval.num_iterations = 1
+    c.eval.eta = 0.0  # unused
+    c.eval.flip_tta = True  # always on in the reference
+    c.eval.batch_size = 8
+    return c
+
+
+def train_for_steps(c: ml_collections.ConfigDict, steps: int) -> None:
+    """Sets the one training duration to ``steps`` updates (``num_epochs`` unset)."""
+    c.train.num_steps = steps
+    c.train.num_epochs = 0
+
+
 def shrink_for_cpu(c: ml_collections.ConfigDict) -> None:
-    """``runlocal``: a model and run small enough for a 2-core CPU smoke test."""
-    c.model.name = "d3dp_tiny"
+    """``runlocal``: the config's model at its tiny size, a run small enough for a 2-core CPU."""
+    c.model.name = _tiny(c.model.name)
     c.model.drop_path_rate = 0.0
     c.data.num_frames = 27
     c.data.batch_size = 8
-    c.train.num_steps = 20
+    train_for_steps(c, 20)
     c.train.log_every_steps = 5
     c.train.checkpoint_every_steps = 10
     c.eval.num_hypotheses = 2
@@ -155,7 +204,9 @@ def shrink_for_cpu(c: ml_collections.ConfigDict) -> None:
 
 
 def diffpose_base() -> ml_collections.ConfigDict:
-    """DiffPose / monoMotionDiff refinement on Human3.6M single frames (REFERENCE.md 4-6).
+    """DiffPose / monoMotionDiff refinement on Human3.6M single frames.
+
+    Settings of GONGJIA0208/Diffpose, Diffpose_video and jjkislele/monoMotionDiff.
 
     The DiffPose-frame diffusion stage with the references' training settings
     (Adam 1e-3, x0.9 every 60 epochs, clip 1.0, EMA 0.999, batch 1024, T = 51
@@ -167,7 +218,6 @@ def diffpose_base() -> ml_collections.ConfigDict:
     c.data.num_frames = 1  # evaluation window; single-frame models see each frame alone
     c.data.batch_size = 1024
     c.data.flip = "none"
-    c.data.single_frame = True
 
     c.model = ml_collections.ConfigDict()
     c.model.stage = "diffusion"  # 'lifter': train the initialiser first
@@ -208,7 +258,6 @@ def diffpose_base() -> ml_collections.ConfigDict:
     c.train.num_epochs = 80
     c.train.log_every_steps = 100
     c.train.checkpoint_every_steps = 5000
-    c.train.batch_keys = ("pose_3d", "pose_2d", "traj", "intrinsics")
 
     c.eval.num_hypotheses = 1  # eta = 0: more hypotheses would be identical
     c.eval.num_timesteps = 24  # T_test: the chain starts at T_test - T_test // S
@@ -241,7 +290,7 @@ def shrink_diffpose_for_cpu(c: ml_collections.ConfigDict) -> None:
     c.model.lifter = _tiny(c.model.lifter)
     c.diffusion.gmm_fit_frames = 2000
     c.diffusion.gmm_iters = 10
-    c.train.num_steps = 20
+    train_for_steps(c, 20)
     c.train.log_every_steps = 5
     c.train.checkpoint_every_steps = 10
     c.train.tensorboard = False

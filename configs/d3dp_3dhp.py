@@ -1,11 +1,15 @@
-"""D3DP on MPI-INF-3DHP (REFERENCE.md 2.4, 2.6): GT 2D input, root joint 14, 243 frames."""
+"""D3DP on MPI-INF-3DHP (paTRICK-swk/D3DP main_3dhp.py): GT 2D input, root joint 14, 243 frames.
+
+``denoiser=d3dp_ktp``: KTPFormer's prior blocks over the 3DHP skeleton (``d3dp_ktp_3dhp``).
+"""
 
 from configs import common
 
 
 def get_config(arg: str | None = None):
-    args = common.parse_arg(arg, runlocal=False)
+    args = common.parse_arg(arg, denoiser="d3dp", runlocal=False)
     c = common.d3dp_base()
+    c.model.name = common.d3dp_denoiser(args.denoiser, skeleton="3dhp")
     c.data.dataset = "mpi_inf_3dhp_pose/ori"
     c.eval.num_hypotheses = 20
     c.eval.num_iterations = 10

@@ -1,4 +1,4 @@
-"""DiffPose, frame-based (GCNdiff refining a GraFormer lifter) on Human3.6M (REFERENCE.md 4).
+"""DiffPose, frame-based (GCNdiff refining a GraFormer lifter) on Human3.6M (GONGJIA0208/Diffpose).
 
 ``--config=configs/diffpose_frame_h36m.py:keypoints=cpn`` (default) or ``keypoints=gt``;
 ``dataset=synthetic`` trains on ``synthetic_pose`` instead (``noisy`` for cpn, ``default``

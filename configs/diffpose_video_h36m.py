@@ -1,4 +1,6 @@
-"""DiffPose, video-based (per-frame GCNdiff refining a MixSTE lifter) on Human3.6M (REFERENCE.md 5).
+"""DiffPose, video-based (per-frame GCNdiff refining a MixSTE lifter) on Human3.6M.
+
+As GONGJIA0208/Diffpose_video.
 
 ``--config=configs/diffpose_video_h36m.py:keypoints=cpn`` (default) or ``keypoints=gt``;
 ``dataset=synthetic`` uses ``synthetic_pose`` (``noisy`` for cpn, ``default`` for gt).
@@ -38,7 +40,6 @@ def get_config(arg: str | None = None):
         # MixSTE trained as D3DP trains its denoiser: clips, flip duplication, AdamW.
         d3dp = common.d3dp_base()
         c.model.stage = "lifter"
-        c.data.single_frame = False
         c.data.flip = "duplicate"
         c.data.batch_size = 4
         c.optim = d3dp.optim

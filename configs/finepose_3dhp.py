@@ -1,4 +1,4 @@
-"""FinePOSE on MPI-INF-3DHP (REFERENCE.md 2.6-2.7): GT 2D input, prompt without an action.
+"""FinePOSE on MPI-INF-3DHP (FinePOSE_CVPR2024 main_3dhp.py): GT 2D input, prompt without an action.
 
 ``--config=configs/finepose_3dhp.py`` (``mode=reference`` or ``mode=paper``;
 ``,runlocal`` for a CPU smoke run). The 3DHP prompt layout has no action segment
@@ -15,9 +15,7 @@ def get_config(arg: str | None = None):
     c.data.dataset = "mpi_inf_3dhp_pose/ori"
     c.model.name = "finepose_3dhp"
     c.model.action_dropout = 0.0  # no action segment to drop
-    c.train.batch_keys = ("pose_3d", "pose_2d")
     c.eval.batch_size = 2  # hard-coded bs=2 in the reference's 3DHP evaluation
     if args.runlocal:
         common.shrink_for_cpu(c)
-        c.model.name = "finepose_3dhp_tiny"
     return c

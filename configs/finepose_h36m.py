@@ -1,4 +1,4 @@
-"""FinePOSE on Human3.6M (REFERENCE.md 2.7).
+"""FinePOSE on Human3.6M (PKU-ICST-MIPL/FinePOSE_CVPR2024).
 
 ``--config=configs/finepose_h36m.py:keypoints=cpn`` (default, CPN detections, 100
 epochs as ``main.py``) or ``keypoints=gt`` (ground-truth 2D, 120 epochs as
@@ -22,5 +22,4 @@ def get_config(arg: str | None = None):
         c.train.num_epochs = 120  # -e_gt
     if args.runlocal:
         common.shrink_for_cpu(c)
-        c.model.name = "finepose_tiny"
     return c

@@ -1,4 +1,6 @@
-"""monoMotionDiff (cross-channel embedding + context guidance) on Human3.6M (REFERENCE.md 6).
+"""monoMotionDiff (cross-channel embedding + context guidance) on Human3.6M.
+
+As jjkislele/monoMotionDiff.
 
 ``--config=configs/mmdiff_h36m.py:keypoints=cpn`` (default) or ``keypoints=gt``;
 ``dataset=synthetic`` trains on ``synthetic_pose`` (``noisy`` for cpn, ``default`` for

@@ -17,7 +17,7 @@ def get_config(arg: str | None = None):
     c.model.drop_path_rate = 0.0
     c.optim.lr = 2e-3
     c.optim.lr_decay = 0.99
-    c.train.num_steps = 1500
+    common.train_for_steps(c, 1500)
     c.train.log_every_steps = 50
     c.train.checkpoint_every_steps = 500
     c.eval.num_hypotheses = 3

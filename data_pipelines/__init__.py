@@ -12,19 +12,22 @@ Builders store raw keypoints and cameras; screen normalisation, root-centering,
 windowing and flips are grain transforms (``transforms.py``) assembled by
 ``input_pipeline.py``. Nothing here imports TensorFlow.
 
+Every dataset is registered once, in ``registry.py`` (builder, joint layout,
+evaluation tables, whether it needs input files): ``registry.get('h36m_pose/gt')``.
 Importing a builder module registers it with TFDS (``tfds.builder('h36m_pose/gt')``);
-``register_builders()`` imports all three.
+``register_builders()`` imports all of them.
 """
 
 from __future__ import annotations
 
-BUILDER_NAMES = ("h36m_pose", "mpi_inf_3dhp_pose", "synthetic_pose")
+from data_pipelines import registry
+
+BUILDER_NAMES = registry.names()
 
 
 def register_builders() -> None:
     """Imports every builder module so that TFDS knows the dataset names."""
     # Deferred imports: the builders pull in jax (via pose_jax.camera) and tfds,
     # which callers of the pure-numpy transforms do not need.
-    from data_pipelines.h36m_pose import h36m_pose_dataset_builder  # noqa: F401
-    from data_pipelines.mpi_inf_3dhp_pose import mpi_inf_3dhp_pose_dataset_builder  # noqa: F401
-    from data_pipelines.synthetic_pose import synthetic_pose_dataset_builder  # noqa: F401
+    for name in registry.names():
+        _ = registry.get(name).builder_cls  # importing the module registers it

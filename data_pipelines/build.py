@@ -1,5 +1,7 @@
 """Building the pose datasets by name: the library behind ``launch/build_dataset.py``.
 
+Which datasets exist, and which need input files, comes from ``registry.py``.
+
 ``build('synthetic_pose', 'tiny', data_dir=...)`` prepares one config (a no-op
 when it is already built) and returns the TFDS builder.
 :func:`missing_dataset_message` says why a dataset cannot be loaded from a data
@@ -15,28 +17,15 @@ from collections.abc import Sequence
 
 from etils import epath
 
-from data_pipelines import BUILDER_NAMES
+from data_pipelines import registry
 
 # Configs derived by holding out validation subjects: '<config>_val_S8' or '..._val_S7_S8'.
 _VAL_CONFIG = re.compile(r"^(?P<base>.+?)_val_(?P<subjects>S\d+(?:_S\d+)*)$")
 
 
-def builder_class(dataset: str):
-    """The ``Builder`` class of one of :data:`data_pipelines.BUILDER_NAMES`."""
-    if dataset == "h36m_pose":
-        from data_pipelines.h36m_pose import h36m_pose_dataset_builder as mod
-    elif dataset == "mpi_inf_3dhp_pose":
-        from data_pipelines.mpi_inf_3dhp_pose import mpi_inf_3dhp_pose_dataset_builder as mod
-    elif dataset == "synthetic_pose":
-        from data_pipelines.synthetic_pose import synthetic_pose_dataset_builder as mod
-    else:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {BUILDER_NAMES}.")
-    return mod.Builder
-
-
 def resolve_config(dataset: str, config: str | None, validation_subjects: Sequence[str] = ()):
     """A config name, or a derived config object when subjects are held out for validation."""
-    cls = builder_class(dataset)
+    cls = registry.get(dataset).builder_cls
     name = config or cls.DEFAULT_CONFIG_NAME
     known = {c.name: c for c in cls.BUILDER_CONFIGS}
     if name not in known:
@@ -66,7 +55,7 @@ def build(
     """Builds (or finds already built) one dataset config; returns the TFDS builder.
 
     Args:
-      dataset: one of :data:`data_pipelines.BUILDER_NAMES`.
+      dataset: one of ``registry.names()``.
       builder_config: config name; default: the builder's default config.
       data_dir: TFDS data directory.
       manual_dir: directory with the input files (unused by ``synthetic_pose``).
@@ -75,7 +64,7 @@ def build(
     """
     import tensorflow_datasets as tfds
 
-    cls = builder_class(dataset)
+    cls = registry.get(dataset).builder_cls
     config = resolve_config(dataset, builder_config, validation_subjects)
     tfds.display_progress_bar(progress)
     builder = cls(config=config, data_dir=data_dir)
@@ -85,7 +74,8 @@ def build(
 
 
 def describe(dataset: str) -> str:
-    cls = builder_class(dataset)
+    """The dataset's configs and its manual download instructions, for ``--info``."""
+    cls = registry.get(dataset).builder_cls
     lines = [f"{dataset} configs (default {cls.DEFAULT_CONFIG_NAME!r}):"]
     lines += [f"  {c.name}: {c.description}" for c in cls.BUILDER_CONFIGS]
     lines += ["", "MANUAL_DOWNLOAD_INSTRUCTIONS:", cls.MANUAL_DOWNLOAD_INSTRUCTIONS]
@@ -93,13 +83,6 @@ def describe(dataset: str) -> str:
 
 
 # ----------------------------------------------------------------------------- not built
-
-
-def parse_dataset(dataset: str) -> tuple[str, str | None, str | None]:
-    """``'name[/config][:version]'`` -> ``(name, config or None, version or None)``."""
-    rest, _, version = dataset.partition(":")
-    name, _, config = rest.partition("/")
-    return name, config or None, version or None
 
 
 def built_datasets(data_dir: str) -> dict[str, list[str]]:
@@ -127,7 +110,7 @@ def build_command(dataset: str, config: str, data_dir: str) -> str:
     parts.append(f"--builder_config={m['base'] if m else config}")
     if m:
         parts.append(f"--validation_subjects={m['subjects'].replace('_', ',')}")
-    if dataset != "synthetic_pose":
+    if registry.get(dataset).needs_manual_dir:
         parts.append("--manual_dir=/path/to/input_files")
     parts.append(f"--data_dir={data_dir}")
     return " ".join(parts)
@@ -135,30 +118,29 @@ def build_command(dataset: str, config: str, data_dir: str) -> str:
 
 def _builders_listing() -> list[str]:
     lines = []
-    for name in BUILDER_NAMES:
-        cls = builder_class(name)
-        configs = ", ".join(c.name for c in cls.BUILDER_CONFIGS)
-        lines.append(f"  {name}: configs {configs} (default {cls.DEFAULT_CONFIG_NAME})")
+    for name in registry.names():
+        info = registry.get(name)
+        configs = ", ".join(info.configs)
+        lines.append(f"  {name}: configs {configs} (default {info.default_config})")
     lines.append("  (any config + '_val_<subjects>', e.g. gt_val_S8, holds those subjects out)")
     return lines
 
 
 def _diagnose(name: str, config: str | None, version: str | None, built) -> tuple[str, str | None]:
     """``(problem, command dataset/config or None)``; problem '' when the dataset is built."""
-    if name not in BUILDER_NAMES:
-        close = difflib.get_close_matches(name, BUILDER_NAMES, n=1, cutoff=0.6)
+    if name not in registry.names():
+        close = difflib.get_close_matches(name, registry.names(), n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        cls = builder_class(close[0]) if close else None
-        target = f"{close[0]}/{config or cls.DEFAULT_CONFIG_NAME}" if cls else None
+        target = f"{close[0]}/{config or registry.get(close[0]).default_config}" if close else None
         return f"{name!r} is not one of our datasets{hint}", target
-    cls = builder_class(name)
-    config = config or cls.DEFAULT_CONFIG_NAME
+    info = registry.get(name)
+    config = config or info.default_config
     versions = built.get(f"{name}/{config}", [])
     if versions and (version is None or version in versions):
         return "", None
     m = _VAL_CONFIG.match(config)
     base = m["base"] if m else config
-    known = [c.name for c in cls.BUILDER_CONFIGS]
+    known = list(info.configs)
     if base not in known:
         close = difflib.get_close_matches(base, known, n=1, cutoff=0.5)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -177,7 +159,7 @@ def missing_dataset_message(
     builds the dataset (or the closest existing name), and what ``data_dir`` holds.
     ``problem`` overrides the diagnosis (e.g. TFDS failed on a dataset that is on disk).
     """
-    name, config, version = parse_dataset(dataset)
+    name, config, version = registry.parse(dataset)
     built = built_datasets(data_dir)
     found, target = _diagnose(name, config, version, built)
     if problem is None and not found:

@@ -23,7 +23,7 @@ from pose_jax import camera as camera_lib
 from pose_jax.errors import InputError
 
 # The 15 Human3.6M action classes, in the order every reference prints them
-# (REFERENCE.md 1.1). ``ClassLabel`` indices follow this order.
+# (VideoPose3D common/h36m_dataset.py). ``ClassLabel`` indices follow this order.
 H36M_ACTIONS = (
     "Directions", "Discussion", "Eating", "Greeting", "Phoning", "Photo", "Posing",
     "Purchases", "Sitting", "SittingDown", "Smoking", "Waiting", "WalkDog", "Walking",

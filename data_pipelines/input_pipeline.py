@@ -53,11 +53,9 @@ from typing import Any
 import grain
 import numpy as np
 
-from data_pipelines import transforms
+from data_pipelines import registry, transforms
 from pose_jax.errors import ConfigError, InputError
 
-# The joint layout of each dataset (pose_jax.skeleton names).
-SKELETON_OF_DATASET = {"h36m_pose": "h36m", "synthetic_pose": "h36m", "mpi_inf_3dhp_pose": "3dhp"}
 FLIP_MODES = ("duplicate", "random", "none")
 
 
@@ -200,14 +198,11 @@ class SequenceStore:
 
 
 def dataset_skeleton(dataset: str) -> str:
-    """Joint layout of a dataset given as ``'name'`` or ``'name/config'``."""
-    base = dataset.split("/")[0].split(":")[0]
-    if base not in SKELETON_OF_DATASET:
-        raise ValueError(
-            f"dataset_skeleton: unknown dataset {dataset!r}; expected one of "
-            f"{tuple(SKELETON_OF_DATASET)} (or pass skeleton= explicitly)."
-        )
-    return SKELETON_OF_DATASET[base]
+    """Joint layout of a dataset given as ``'name'`` or ``'name/config'`` (``registry``)."""
+    try:
+        return registry.get(dataset).skeleton
+    except ConfigError as e:
+        raise ConfigError(f"dataset_skeleton: {e} (Or pass skeleton= explicitly.)") from None
 
 
 def _data_source(dataset: str, split: str, data_dir: str | None, who: str):

@@ -5,7 +5,7 @@ pixels); everything a model needs on top of that happens here, per element,
 so changing it never forces a rebuild:
 
 * windowing: :func:`chunk_starts` / :func:`frame_indices` (D3DP training
-  chunks, REFERENCE.md 1.6) and :func:`eval_windows` (D3DP evaluation windows,
+  chunks, VideoPose3D common/generators.py) and :func:`eval_windows` (D3DP evaluation windows,
   with the reference's double-counting weights and an exact de-duplicated mask);
 * :func:`normalize_2d`: pixels -> normalised screen coordinates with each
   camera's own resolution;
@@ -41,6 +41,7 @@ import numpy as np
 
 from pose_jax import camera as camera_lib
 from pose_jax import skeleton as skeleton_lib
+from pose_jax import windows as windows_lib
 
 Clip = dict[str, Any]
 
@@ -76,59 +77,10 @@ def frame_indices(start: int, chunk_length: int, length: int) -> np.ndarray:
     return np.clip(np.arange(start, start + chunk_length), 0, length - 1)
 
 
-def eval_windows(length: int, window: int) -> dict[str, np.ndarray]:
-    """Evaluation windows of one sequence (D3DP ``eval_data_prepare``).
-
-    ``n = ceil(L / F)`` windows: ``[i F, (i + 1) F)`` for ``i < n - 1`` and a last
-    window holding the final ``F`` frames, which overlaps the one before unless
-    ``F`` divides ``L``; a sequence shorter than ``F`` is one window, right-padded
-    by repeating its last frame.
-
-    Args:
-      length: sequence length L (>= 1).
-      window: F (>= 1).
-
-    Returns:
-      A dict with
-
-      * ``frame_index``: ``[n, F]`` int64 source frame of every window slot;
-      * ``reference_weight``: ``[n, F]`` float32 ones. The reference averages its
-        errors with weight ``n F`` per sequence: frames in the overlap count twice
-        and replicated padding counts too (L=1000, F=243: 5 windows, 1215 frames);
-      * ``mask``: ``[n, F]`` bool, True exactly once for every real frame
-        (overlaps and padding False), so ``mask.sum() == L``: exact per-frame weights;
-      * ``padding``: ``[n, F]`` bool, True on replicated slots past the end.
-    """
-    if length < 1 or window < 1:
-        raise ValueError(f"eval_windows: need length >= 1 and window >= 1; got {length}, {window}.")
-    n = -(-length // window)
-    starts = np.arange(n, dtype=np.int64) * window
-    starts[-1] = max(length - window, 0)
-    raw = starts[:, None] + np.arange(window)[None, :]
-    padding = raw >= length
-    mask = ~padding
-    # The last window re-covers frames the previous windows already own.
-    mask[-1] &= raw[-1] >= (n - 1) * window
-    return {
-        "frame_index": np.minimum(raw, length - 1),
-        "reference_weight": np.ones((n, window), np.float32),
-        "mask": mask,
-        "padding": padding,
-    }
-
-
-def merge_windows(
-    values: np.ndarray, frame_index: np.ndarray, mask: np.ndarray, length: int
-) -> np.ndarray:
-    """Per-frame values ``[L, ...]`` from per-window values ``[n, F, ...]`` using the exact mask.
-
-    Inverse of windowing: each real frame is taken from the one window slot where
-    ``mask`` is True (see :func:`eval_windows`).
-    """
-    values = np.asarray(values)
-    out = np.zeros((length, *values.shape[2:]), values.dtype)
-    out[frame_index[mask]] = values[mask]
-    return out
+# The evaluation windows live in pose_jax (the lifter of pose_jax.lift cuts users'
+# sequences the same way); re-exported here, where the input pipeline has always found them.
+eval_windows = windows_lib.eval_windows
+merge_windows = windows_lib.merge_windows
 
 
 # ----------------------------------------------------------------------------- per-clip maths
@@ -179,7 +131,7 @@ def root_center(pose_3d: np.ndarray, root: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def flip_clip(clip: Clip, skeleton: skeleton_lib.Skeleton | str, where: Any = True) -> Clip:
-    """Mirrors clips horizontally (REFERENCE.md 1.7); applying it twice is the identity.
+    """Mirrors clips (u -> -u, x -> -x, left/right swapped); twice is the identity.
 
     ``pose_2d`` must hold normalised coordinates (the mirror is about the image
     centre u = 0). ``pose_2d`` and ``pose_3d`` have their first coordinate negated

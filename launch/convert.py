@@ -34,7 +34,15 @@ from absl import app, flags, logging
 _MODEL = flags.DEFINE_enum(
     "model",
     None,
-    ["d3dp", "finepose", "diffpose_gcndiff", "diffpose_lifter", "diffpose_video_mixste", "mmdiff"],
+    [
+        "d3dp",
+        "finepose",
+        "diffpose_gcndiff",
+        "diffpose_lifter",
+        "diffpose_video_mixste",
+        "mmdiff",
+        "ktpformer",
+    ],
     "Reference system the checkpoint comes from.",
 )
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "PyTorch checkpoint (.bin/.pth) or .npz.")

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from etils import epath
 
-from data_pipelines import input_pipeline
+from data_pipelines import input_pipeline, registry
 from pose_jax import evaluation, skeleton
 from pose_jax import sharding as sharding_lib
 from pose_jax.errors import InputError
@@ -37,8 +37,8 @@ def ensure_dataset(config) -> None:
     Licensed datasets are never built implicitly: they need ``launch.build_dataset``
     with ``--manual_dir`` first, and loading names the missing files.
     """
-    name, _, cfg = config.data.dataset.partition("/")
-    if name != "synthetic_pose":
+    name, cfg, _ = registry.parse(config.data.dataset)
+    if registry.get(config.data.dataset).needs_manual_dir:
         return
     from data_pipelines.build import build
 
@@ -54,7 +54,7 @@ def ensure_dataset(config) -> None:
 
 def make_system(config):
     """The system (model + diffusion) described by ``config``."""
-    skeleton_name = input_pipeline.dataset_skeleton(config.data.dataset)
+    skeleton_name = registry.get(config.data.dataset).skeleton
     return get_system(config.system).from_config(config, skeleton=skeleton_name)
 
 
@@ -115,13 +115,13 @@ def check_resume(config, workdir: epath.Path, *, allow=()) -> None:
         print(f"train: resuming {ckpt_dir} with changed settings: {names}.", flush=True)
 
 
-def _train_iterator(config, store, *, local_batch: int, **kwargs):
+def _train_iterator(config, system, store, *, local_batch: int, **kwargs):
     return input_pipeline.make_train_iterator(
         store,
         batch_size=local_batch,
         chunk_length=config.data.num_frames,
         seed=config.train.seed,
-        single_frame=config.data.get("single_frame", False),
+        single_frame=system.single_frame,
         **kwargs,
     )
 
@@ -135,29 +135,36 @@ def _train_and_evaluate(config, workdir: epath.Path, *, evaluate_after: bool) ->
         config, max(map(len, store.pose_3d), default=0), split=config.data.train_split
     )
     local_batch = config.data.batch_size // jax.process_count()
+    system = make_system(config)
     train_iter = _train_iterator(
         config,
+        system,
         store,
         local_batch=local_batch,
         flip=config.data.flip,
         worker_count=config.data.worker_count,
     )
-    single_frame = config.data.get("single_frame", False)
     # Single-frame batches draw frames, whatever the evaluation window data.num_frames is.
     clips = input_pipeline.count_train_clips(
-        store, 1 if single_frame else config.data.num_frames, config.data.flip
+        store, 1 if system.single_frame else config.data.num_frames, config.data.flip
     )
     steps_per_epoch = max(1, clips // config.data.batch_size)
-    init_batch = next(_train_iterator(config, store, local_batch=1, flip="none", shuffle=False))
-    system = make_system(config)
-    if hasattr(system, "with_data_statistics"):
-        # Systems that fit something to the training split (DiffPose's GMM noise). The
-        # same unsharded, seeded stream on every process, so every process fits the same.
-        system = system.with_data_statistics(
-            _train_iterator(
-                config, store, local_batch=local_batch, flip="none", shard_index=0, shard_count=1
-            )
+    init_batch = next(
+        _train_iterator(config, system, store, local_batch=1, flip="none", shuffle=False)
+    )
+    # What a system fits to the training split (DiffPose's GMM noise; others: nothing).
+    # The same unsharded, seeded stream on every process, so every process fits the same.
+    system = system.with_data_statistics(
+        _train_iterator(
+            config,
+            system,
+            store,
+            local_batch=local_batch,
+            flip="none",
+            shard_index=0,
+            shard_count=1,
         )
+    )
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
@@ -303,18 +310,21 @@ def evaluate_params(
         num_sequences = min(num_sequences, ecfg.max_sequences)
     if limit_windows is not None:
         windows = limit_windows(windows, ecfg)
-    layout = input_pipeline.dataset_skeleton(config.data.dataset)
-    results = evaluation.evaluate_hypotheses(
+    info = registry.get(config.data.dataset)
+    evaluators = evaluation.evaluators_for(
+        info.protocol,
+        mode=ecfg.hypothesis_aggregation,
+        root=skeleton.get_skeleton(info.skeleton).root,
+        baseline_pose=baseline_pose,
+    )
+    results = evaluation.run(
         sample_fn,
         windows,
+        evaluators=evaluators,
         key=jax.random.key(ecfg.seed),
         batch_size=ecfg.batch_size,
-        mode=ecfg.mode,
-        weighting=ecfg.weighting,
-        root=skeleton.get_skeleton(layout).root,
-        joint_tables=layout == "3dhp",
+        weighting=ecfg.frame_weighting,
         max_sequences=ecfg.max_sequences,
-        baseline_pose=baseline_pose,
         progress=progress and jax.process_index() == 0,
         total_sequences=num_sequences,
     )
@@ -325,10 +335,36 @@ def evaluate_params(
         flip_tta=bool(ecfg.flip_tta),
         eta=float(ecfg.eta),
     )
-    if hasattr(system, "protocol_info"):
-        results["protocol"].update(system.protocol_info(ecfg))
+    results["protocol"].update(system.protocol_info(ecfg))
     return results
 
 
 def dump(results: dict) -> str:
     return json.dumps({k: v for k, v in results.items() if k != "example"}, indent=2)
+
+
+def evaluate_converted(
+    converted_dir: str, config=None, *, lifter: str | None = None, workdir: str | None = None
+) -> dict[str, Any]:
+    """Evaluates a ``launch.convert`` output and writes the tables (``WORKDIR`` or ``DIR/eval``).
+
+    ``config`` (optional) is adapted to the checkpoint's model and sizes and must build
+    the same model (by default the model family's experiment file: its dataset and
+    evaluation settings); ``lifter`` is the lifter a DiffPose-family denoiser refines.
+    """
+    from launch import converted as converted_lib
+
+    config = converted_lib.converted_config(converted_dir, config, lifter=lifter)
+    config_checks.check_eval_config(config)
+    root, cfg = converted_lib.read_converted(converted_dir)
+    system = make_system(config)
+    params = converted_lib.load_converted_params(root, system, config)
+    results = evaluate_params(config, system, params)
+    results["protocol"]["converted"] = os.fspath(root)
+    results["protocol"]["converted_model"] = cfg["model"]
+    out = workdir_lib.resolve(workdir) / "eval" if workdir else root / "eval"
+    if jax.process_index() == 0:
+        evaluation.write_results(results, out, plots=config.eval.plots)
+        print(evaluation.markdown_table(results))
+        print(f"wrote {out}")
+    return results

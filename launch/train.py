@@ -29,8 +29,8 @@ _ALLOW_CHANGE = flags.DEFINE_list(
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed",
     False,
-    "Initialise jax.distributed first (multi-process runs): arguments from SLURM or "
-    "POSE_JAX_* variables, none on TPU VMs (see launch/distributed.py).",
+    "Initialise jax.distributed first (multi-process runs): POSE_JAX_* variables if set, "
+    "else jax's cluster auto-detection (SLURM, Open MPI, TPU VMs); see launch/distributed.py.",
 )
 
 

@@ -1,8 +1,9 @@
 """Timing, FLOP-counting and memory helpers for benchmark scripts.
 
 Nothing here asserts speed: the functions measure and return numbers that a
-script (``launch/benchmark.py``) reports. Timings exclude the first call
-(trace + compile + one run), which is returned separately.
+script (``launch/benchmark.py``, ``scripts/compare_reference_speed.py``) reports.
+Timings exclude the first call (trace + compile + one run), which is returned
+separately.
 """
 
 from __future__ import annotations
@@ -59,6 +60,41 @@ def time_call(fn: Callable[[int], Any], *, warmup: int = 1, repeats: int = 5) ->
         jax.block_until_ready(fn(1000 + i))
         times.append(time.perf_counter() - t0)
     return Timing(first, statistics.median(times), tuple(times))
+
+
+def time_interleaved(
+    calls: Mapping[str, Callable[[int], Any]],
+    *,
+    warmup: int = 1,
+    repeats: int = 5,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, Timing]:
+    """Times several calls alternately; each ``calls[name](i)`` returns when its work is done.
+
+    Every call runs once first (reported as ``first_call_s``, not in the median:
+    tracing, compilation, lazy initialisation), then ``warmup`` untimed rounds,
+    then ``repeats`` timed rounds. Rounds alternate the order (names, reversed
+    names, ...), so a change of background load between rounds hits every side.
+    Nothing is blocked on here: a call of jax arrays ends with ``block_until_ready``.
+    """
+    if repeats < 1:
+        raise ValueError(f"time_interleaved: repeats={repeats}; expected >= 1.")
+    names = list(calls)
+    first: dict[str, float] = {}
+    for name in names:
+        t0 = clock()
+        calls[name](0)
+        first[name] = clock() - t0
+    for r in range(warmup):
+        for name in names if r % 2 == 0 else names[::-1]:
+            calls[name](1 + r)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            t0 = clock()
+            calls[name](1000 + r)
+            times[name].append(clock() - t0)
+    return {n: Timing(first[n], statistics.median(times[n]), tuple(times[n])) for n in names}
 
 
 def compile_timed(

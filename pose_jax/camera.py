@@ -1,10 +1,15 @@
-"""Camera geometry of the Human3.6M and MPI-INF-3DHP protocols (REFERENCE.md 1.3).
+"""Camera geometry of the Human3.6M and MPI-INF-3DHP protocols, as VideoPose3D defines it.
 
 Quaternion rotation, world <-> camera transforms, screen normalisation and the
 VideoPose3D projection with its (non-textbook) distortion model, broadcasting
 over any leading batch shape. Calibration data ships as package data
 (``data/h36m_cameras.json``) and is returned as immutable :class:`Camera`
 records holding numpy arrays.
+
+Written here because no JAX library implements exactly that projection:
+image-plane coordinates clamped to [-1, 1], then
+``xy * (1 + k1 r^2 + k2 r^4 + k3 r^6 + p1 x + p2 y) + p r^2``, not Brown-Conrady's
+tangential term; the references' ground-truth 2D and J-Agg's reprojection use it.
 
 Array module: numpy in, numpy out; jax in, jax out. Every array function here
 computes with ``jax.numpy`` -- differentiable, jit-able, shardable -- as soon as
@@ -49,7 +54,7 @@ MPI_INF_3DHP_TEST_SEQUENCES = ("TS1", "TS2", "TS3", "TS4", "TS5", "TS6")
 _DATA_FILE = "h36m_cameras.json"
 
 # Flip augmentation mirrors u -> -u: the principal point's x and the first
-# tangential coefficient change sign (REFERENCE.md 1.3).
+# tangential coefficient change sign (VideoPose3D negates cx, index 2, and p1, index 7).
 _FLIP_SIGNS = np.array([1, 1, -1, 1, 1, 1, 1, -1, 1], np.float32)
 
 # What the array functions return: numpy for numpy input, jax for jax input.

@@ -1,4 +1,9 @@
-"""Pose-estimation metrics of the Human3.6M and MPI-INF-3DHP protocols (REFERENCE.md 2.5, 2.6, 3).
+"""Pose-estimation metrics of the Human3.6M and MPI-INF-3DHP protocols.
+
+The single-pose metrics follow VideoPose3D's common/loss.py (which D3DP copies), the
+multi-hypothesis ones D3DP's main.py, and the 3DHP PCK/AUC/MPJPE the MATLAB scripts of
+the MPI-INF-3DHP test set (mpii_compute_3d_pck.m, mpii_get_pck_auc_joint_groups.m) that
+D3DP's 3dhp_test/test_util runs on the poses main_3dhp.py writes.
 
 Everything except the per-action bookkeeping is pure ``jax.numpy``: it runs under
 ``jax.jit`` (pass the Python options -- ``reduce``, ``axis``, ``mode``, ``procrustes``,
@@ -159,7 +164,7 @@ def joint_errors(pred: Any, gt: Any) -> Array:
 
 
 def mpjpe(pred: Any, gt: Any, *, reduce: bool = True, weights: Any = None) -> Array:
-    """Mean per-joint position error, Protocol 1 (REFERENCE.md 3).
+    """Mean per-joint position error, Protocol 1 (VideoPose3D common/loss.py ``mpjpe``).
 
     Args:
       pred: ``[..., J, 3]``.
@@ -220,12 +225,15 @@ def _procrustes_align(pred: Array, gt: Array) -> Array:
 
 
 def procrustes_align(pred: Any, gt: Any) -> Array:
-    """Similarity-aligns every predicted pose to its ground truth (REFERENCE.md 3).
+    """Similarity-aligns every predicted pose to its ground truth, as VideoPose3D's ``p_mpjpe``.
 
     Per pose: centre both, normalise by Frobenius norms, ``H = X0^T Y0`` (X = GT,
     Y = pred), ``H = U S V^T``, ``R = V U^T`` with the reflection fix, scale
     ``a = sum(S) |X0| / |Y0|``, ``t = mu_X - a mu_Y R``; returns ``a pred R + t``.
     Zero-norm (collapsed) poses give finite results.
+
+    Hand-written: no dependency offers this batched, reflection-corrected similarity
+    alignment in JAX under ``jit`` (the references' and SciPy's are numpy, one pose each).
 
     Args:
       pred: ``[..., J, 3]``.
@@ -319,7 +327,7 @@ def mpjve(pred: Any, gt: Any, *, axis: int = -3, reduce: bool = True) -> Array:
 
 
 # --------------------------------------------------------------------------------------
-# MPI-INF-3DHP (REFERENCE.md 2.6; mpii_get_pck_auc_joint_groups.m)
+# MPI-INF-3DHP (the test set's MATLAB mpii_compute_3d_pck.m, mpii_get_pck_auc_joint_groups.m)
 
 #: The 14 joints scored by PCK/AUC in the 3DHP-17 layout: head_top, neck, shoulders,
 #: elbows, wrists, hips, knees, ankles. Pelvis (14), spine (15) and head (16) are out.
@@ -339,9 +347,13 @@ JOINT_GROUPS_3DHP = {
 AUC_THRESHOLDS_MM = tuple(float(t) for t in range(0, 151, 5))
 
 
-def _pck(pred: Any, gt: Any, thresholds: tuple[float, ...], joints: tuple, weights: Any) -> Array:
-    """Percent of scored joints with error ``< t`` for every ``t`` in ``thresholds``: [S]."""
-    err = _safe_norm(_as_float(pred) - _as_float(gt))[..., list(joints)]  # [..., J']
+def _pck(err: Array, thresholds: tuple[float, ...], joints: tuple, weights: Any) -> Array:
+    """Percent of scored joints with error ``< t`` for every ``t`` in ``thresholds``: [S].
+
+    ``err [..., 17]`` per-joint distances; the percentage pools the poses (weighted by
+    ``weights``) and the scored ``joints``.
+    """
+    err = err[..., list(joints)]  # [..., J']
     hit = (err[..., None] < jnp.asarray(thresholds, err.dtype)).astype(err.dtype)  # [..., J', S]
     per_pose = jnp.mean(hit, axis=-2)  # [..., S]
     lead = tuple(range(per_pose.ndim - 1))
@@ -351,15 +363,20 @@ def _pck(pred: Any, gt: Any, thresholds: tuple[float, ...], joints: tuple, weigh
     return 100.0 * _safe_div(jnp.sum(per_pose * w, axis=lead), jnp.sum(w, axis=lead))
 
 
-def _check_3dhp(fn: str, pred: Any, gt: Any, weights: Any, joints: Iterable[int]) -> tuple:
-    _checks.check_trailing(fn, "pred", pred, (17, 3))
-    _checks.check_trailing(fn, "gt", gt, (17, 3))
-    shape = _check_pose_pair(fn, pred, gt)
-    _check_weights(fn, weights, shape[:-2])
+def _joints_3dhp(fn: str, joints: Iterable[int]) -> tuple[int, ...]:
     joints = tuple(int(j) for j in joints)
     if not joints or any(not 0 <= j < 17 for j in joints):
         raise ValueError(f"{fn}: argument 'joints' is {joints}; expected indices in [0, 17).")
     return joints
+
+
+def _check_3dhp(fn: str, pred: Any, gt: Any, weights: Any, joints: Iterable[int]) -> tuple:
+    """Validates 3DHP pose pairs; returns ``(joints, per-joint errors [..., 17])``."""
+    _checks.check_trailing(fn, "pred", pred, (17, 3))
+    _checks.check_trailing(fn, "gt", gt, (17, 3))
+    shape = _check_pose_pair(fn, pred, gt)
+    _check_weights(fn, weights, shape[:-2])
+    return _joints_3dhp(fn, joints), _safe_norm(_as_float(pred) - _as_float(gt))
 
 
 def pck_3dhp(
@@ -382,8 +399,8 @@ def pck_3dhp(
     Returns:
       Scalar percentage (pooled over poses and the scored joints).
     """
-    joints = _check_3dhp("pck_3dhp", pred, gt, weights, joints)
-    return _pck(pred, gt, (threshold,), joints, weights)[0]
+    joints, err = _check_3dhp("pck_3dhp", pred, gt, weights, joints)
+    return _pck(err, (threshold,), joints, weights)[0]
 
 
 def auc_3dhp(
@@ -402,8 +419,8 @@ def auc_3dhp(
     Returns:
       Scalar percentage.
     """
-    joints = _check_3dhp("auc_3dhp", pred, gt, weights, joints)
-    return jnp.mean(_pck(pred, gt, AUC_THRESHOLDS_MM, joints, weights))
+    joints, err = _check_3dhp("auc_3dhp", pred, gt, weights, joints)
+    return jnp.mean(_pck(err, AUC_THRESHOLDS_MM, joints, weights))
 
 
 def metrics_3dhp(pred: Any, gt: Any, *, weights: Any = None) -> dict[str, Array]:
@@ -418,18 +435,41 @@ def metrics_3dhp(pred: Any, gt: Any, *, weights: Any = None) -> dict[str, Array]
       ``{'pck': %, 'auc': %, 'mpjpe': mm}``; MPJPE averages all 17 joints (the pelvis
       contributes its, normally zero, error), PCK/AUC the 14 scored joints.
     """
-    joints = _check_3dhp("metrics_3dhp", pred, gt, weights, PCK_JOINTS_3DHP)
-    curve = _pck(pred, gt, AUC_THRESHOLDS_MM, joints, weights)  # 150 mm is the last one
-    per_pose = jnp.mean(_safe_norm(_as_float(pred) - _as_float(gt)), axis=-1)
+    _, err = _check_3dhp("metrics_3dhp", pred, gt, weights, PCK_JOINTS_3DHP)
+    return _metrics_3dhp(err, weights)
+
+
+def metrics_3dhp_from_errors(errors: Any, *, weights: Any = None) -> dict[str, Array]:
+    """:func:`metrics_3dhp` of poses given by their per-joint errors.
+
+    For poses that exist only as errors, e.g. the ones each aggregation selects
+    (:func:`multi_hypothesis_joint_errors`), as D3DP's MATLAB evaluation measures them.
+
+    Args:
+      errors: ``[..., 17]`` per-joint distances in mm, 3DHP-17 layout.
+      weights: optional per-pose weights broadcastable to ``[...]`` (valid frames).
+
+    Returns:
+      ``{'pck': %, 'auc': %, 'mpjpe': mm}`` as :func:`metrics_3dhp`.
+    """
+    fn = "metrics_3dhp_from_errors"
+    _checks.check_trailing(fn, "errors", errors, (17,))
+    _check_weights(fn, weights, _checks.shape_of(errors)[:-1])
+    _check_finite(fn, "errors", errors)
+    return _metrics_3dhp(_as_float(errors), weights)
+
+
+def _metrics_3dhp(err: Array, weights: Any) -> dict[str, Array]:
+    curve = _pck(err, AUC_THRESHOLDS_MM, PCK_JOINTS_3DHP, weights)  # 150 mm is the last one
     return {
         "pck": curve[-1],
         "auc": jnp.mean(curve),
-        "mpjpe": _reduce_poses(per_pose, True, weights),
+        "mpjpe": _reduce_poses(jnp.mean(err, axis=-1), True, weights),
     }
 
 
 # --------------------------------------------------------------------------------------
-# Multi-hypothesis metrics (REFERENCE.md 2.5)
+# Multi-hypothesis metrics (as D3DP's main.py computes them per evaluation batch)
 
 
 class HypothesisErrors(NamedTuple):
@@ -507,7 +547,27 @@ def multi_hypothesis_errors(
       K axis) in the units of the input, and ``num_frames``. 'j_agg' is present only
       when ``inputs_2d``, ``traj`` and ``intrinsics`` are all given.
     """
-    fn = "multi_hypothesis_errors"
+    root = _check_hypothesis_inputs(
+        "multi_hypothesis_errors", pred, gt, mode, root, weights, inputs_2d, traj, intrinsics
+    )
+    return _hypothesis_core(
+        pred,
+        gt,
+        inputs_2d,
+        traj,
+        intrinsics,
+        weights,
+        mode=mode,
+        procrustes=procrustes,
+        root=root,
+        project_fn=project_fn,
+    )
+
+
+def _check_hypothesis_inputs(
+    fn: str, pred, gt, mode, root, weights, inputs_2d, traj, intrinsics
+) -> int | None:
+    """Validates the arguments of :func:`multi_hypothesis_errors`; returns ``root`` in [0, J)."""
     _checks.check_choice(fn, "mode", mode, MODES)
     p_shape = _checks.shape_of(pred)
     if len(p_shape) not in (5, 6) or p_shape[-1] != 3:
@@ -525,19 +585,7 @@ def multi_hypothesis_errors(
         root = int(root) % j  # one compiled program for -1 and J-1
     if weights is not None:
         _expect_shape(fn, "weights", weights, (b, t), "[B, T]")
-    jpma = (inputs_2d, traj, intrinsics)
-    use_jpma = all(a is not None for a in jpma)
-    if not use_jpma and any(a is not None for a in jpma):
-        names = ("inputs_2d", "traj", "intrinsics")
-        given = [n for n, a in zip(names, jpma, strict=True) if a is not None]
-        raise ValueError(
-            f"{fn}: J-Agg needs 'inputs_2d', 'traj' and 'intrinsics' together; got only "
-            f"{', '.join(repr(g) for g in given)}."
-        )
-    if use_jpma:
-        _expect_shape(fn, "inputs_2d", inputs_2d, (b, t, j, 2), "[B, T, J, 2]")
-        _expect_shape(fn, "traj", traj, (b, t, 1, 3), "[B, T, 1, 3]")
-        _expect_shape(fn, "intrinsics", intrinsics, (b, 9), "[B, 9]")
+    _check_jpma_inputs(fn, (b, t, j), inputs_2d, traj, intrinsics)
     for name, arr in (
         ("pred", pred),
         ("gt", gt),
@@ -547,19 +595,73 @@ def multi_hypothesis_errors(
         ("intrinsics", intrinsics),
     ):
         _check_finite(fn, name, arr)
+    return root
 
-    return _hypothesis_core(
-        pred,
-        gt,
-        inputs_2d,
-        traj,
-        intrinsics,
-        weights,
-        mode=mode,
-        procrustes=procrustes,
-        root=root,
-        project_fn=project_fn,
-    )
+
+def _check_jpma_inputs(fn: str, btj: tuple[int, int, int], inputs_2d, traj, intrinsics) -> None:
+    """J-Agg's inputs come all together or not at all, each shaped to match ``pred``."""
+    jpma = (inputs_2d, traj, intrinsics)
+    if all(a is None for a in jpma):
+        return
+    if any(a is None for a in jpma):
+        names = ("inputs_2d", "traj", "intrinsics")
+        given = [n for n, a in zip(names, jpma, strict=True) if a is not None]
+        raise ValueError(
+            f"{fn}: J-Agg needs 'inputs_2d', 'traj' and 'intrinsics' together; got only "
+            f"{', '.join(repr(g) for g in given)}."
+        )
+    b, t, j = btj
+    _expect_shape(fn, "inputs_2d", inputs_2d, (b, t, j, 2), "[B, T, J, 2]")
+    _expect_shape(fn, "traj", traj, (b, t, 1, 3), "[B, T, 1, 3]")
+    _expect_shape(fn, "intrinsics", intrinsics, (b, 9), "[B, 9]")
+
+
+def _jpma_pick(pred, inputs_2d, traj, intrinsics, project_fn) -> Array:
+    """JPMA: per (clip, k, frame, joint) the hypothesis nearest the input 2D, ``[B, K, 1, T, J]``.
+
+    ``pred [B, K, H, T, J, 3]`` root-relative; the GT root trajectory is added (as D3DP
+    does) and every hypothesis projected with its clip's camera.
+    """
+    project = camera.project_to_2d if project_fn is None else project_fn
+    absolute = pred + _as_float(traj)[:, None, None]
+    cams = _as_float(intrinsics)[:, None, None, None, :]  # [B, 1, 1, 1, 9], broadcast
+    reproj = project(absolute, cams)  # [B, K, H, T, J, 2]
+    dist_2d = _safe_norm(reproj - _as_float(inputs_2d)[:, None, None])
+    return jnp.argmin(dist_2d, axis=2)[:, :, None]
+
+
+def jpma_select(
+    hypotheses: Any,
+    inputs_2d: Any,
+    traj: Any,
+    intrinsics: Any,
+    *,
+    project_fn: Callable[[Array, Array], Array] | None = None,
+) -> Array:
+    """J-Agg's pose (JPMA): per (clip, frame, joint) the hypothesis nearest the input 2D.
+
+    The selection :func:`multi_hypothesis_errors` scores as 'j_agg', returned as a pose.
+
+    Args:
+      hypotheses: ``[B, H, T, J, 3]`` root-relative hypotheses.
+      inputs_2d: ``[B, T, J, 2]`` the model's input 2D, in the projection's units.
+      traj: ``[B, T, 1, 3]`` root position in camera coordinates (added before projecting).
+      intrinsics: ``[B, 9]`` per-clip camera.
+      project_fn: as in :func:`multi_hypothesis_errors` (default ``camera.project_to_2d``).
+
+    Returns:
+      ``[B, T, J, 3]``: every joint taken from its selected hypothesis.
+    """
+    shape = _checks.shape_of(hypotheses)
+    if len(shape) != 5 or shape[-1] != 3:
+        raise ValueError(
+            f"jpma_select: argument 'hypotheses' has shape {shape}; expected [B, H, T, J, 3]."
+        )
+    b, _, t, j, _ = shape
+    _check_jpma_inputs("jpma_select", (b, t, j), inputs_2d, traj, intrinsics)
+    pred = _as_float(hypotheses)[:, None]  # [B, 1, H, T, J, 3]
+    pick = _jpma_pick(pred, inputs_2d, traj, intrinsics, project_fn)  # [B, 1, 1, T, J]
+    return jnp.take_along_axis(pred, pick[..., None], axis=2)[:, 0, 0]
 
 
 # One compiled program per configuration: called eagerly, this runs as one XLA
@@ -569,7 +671,6 @@ def _hypothesis_core(
     pred, gt, inputs_2d, traj, intrinsics, weights, *, mode, procrustes, root, project_fn
 ) -> HypothesisErrors:
     has_k = pred.ndim == 6
-    use_jpma = inputs_2d is not None
     b, t = gt.shape[:2]
     pred = _as_float(pred)
     if not has_k:
@@ -603,13 +704,8 @@ def _hypothesis_core(
         mean_pose = _procrustes_align(mean_pose, jnp.broadcast_to(gt_k, mean_pose.shape))
     out["p_agg"] = batch_mean(jnp.mean(_safe_norm(mean_pose - gt_k), axis=-1))
 
-    if use_jpma:
-        project = camera.project_to_2d if project_fn is None else project_fn
-        absolute = pred + _as_float(traj)[:, None, None]  # GT root, as D3DP does
-        cams = _as_float(intrinsics)[:, None, None, None, :]  # [B, 1, 1, 1, 9], broadcast
-        reproj = project(absolute, cams)  # [B, K, H, T, J, 2]
-        dist_2d = _safe_norm(reproj - _as_float(inputs_2d)[:, None, None])
-        pick = jnp.argmin(dist_2d, axis=2)[:, :, None]  # [B, K, 1, T, J]
+    if inputs_2d is not None:
+        pick = _jpma_pick(pred, inputs_2d, traj, intrinsics, project_fn)  # [B, K, 1, T, J]
         if procrustes and mode == "per_pose":
             assembled = jnp.take_along_axis(pred, pick[..., None], axis=2)[:, :, 0]
             aligned = _procrustes_align(assembled, jnp.broadcast_to(gt_k, assembled.shape))
@@ -685,11 +781,7 @@ def _joint_errors_core(pred, gt, inputs_2d, traj, intrinsics, weights, *, mode, 
         out["p_best"] = jnp.take_along_axis(per_joint, pick, axis=2)[:, :, 0]
     out["p_agg"] = _safe_norm(jnp.mean(pred, axis=2) - gt[:, None])
     if inputs_2d is not None:
-        project = camera.project_to_2d if project_fn is None else project_fn
-        absolute = pred + _as_float(traj)[:, None, None]
-        reproj = project(absolute, _as_float(intrinsics)[:, None, None, None, :])
-        dist_2d = _safe_norm(reproj - _as_float(inputs_2d)[:, None, None])
-        pick = jnp.argmin(dist_2d, axis=2)[:, :, None]
+        pick = _jpma_pick(pred, inputs_2d, traj, intrinsics, project_fn)
         out["j_agg"] = jnp.take_along_axis(per_joint, pick, axis=2)[:, :, 0]
     return out
 
@@ -710,7 +802,8 @@ def _expect_shape(fn: str, name: str, x: Any, shape: tuple[int, ...], desc: str)
 def canonical_action(name: str) -> str:
     """Action class of a Human3.6M sequence name: the take suffix is dropped.
 
-    ``'Directions 1' -> 'Directions'`` (REFERENCE.md 1.1; every reference groups so).
+    ``'Directions 1' -> 'Directions'``: VideoPose3D, D3DP, FinePOSE and DiffPose all group
+    the per-action tables by ``name.split(' ')[0]``.
     """
     return str(name).split(" ")[0]
 

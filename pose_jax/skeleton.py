@@ -1,4 +1,6 @@
-"""Joint layouts of Human3.6M-17 and MPI-INF-3DHP-17 (REFERENCE.md 1.2).
+"""Joint layouts of Human3.6M-17 and MPI-INF-3DHP-17.
+
+Human3.6M as VideoPose3D common/h36m_dataset.py keeps it; 3DHP as D3DP main_3dhp.py.
 
 A :class:`Skeleton` is immutable data; look one up with :func:`get_skeleton`.
 """
@@ -124,7 +126,7 @@ MPI_INF_3DHP = Skeleton(
     edges=_edges_from_parents((1, 15, 1, 2, 3, 1, 5, 6, 14, 8, 9, 14, 11, 12, -1, 14, 1)),
 )
 
-# Human3.6M mocap has 32 joints; VideoPose3D keeps these 17 (REFERENCE.md 1.2).
+# Human3.6M mocap has 32 joints; VideoPose3D (common/h36m_dataset.py) keeps these 17.
 H36M_32_TO_17 = (0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27)
 H36M_32_REMOVED = (4, 5, 9, 10, 11, 16, 20, 21, 22, 23, 24, 28, 29, 30, 31)
 H36M_32_PARENTS = (
@@ -189,7 +191,8 @@ def flip_pose(x, skeleton: Skeleton | str):
 
     Works for 2D (normalised screen coordinates) and 3D (camera frame) alike: the
     first coordinate is negated and left/right joints exchange places
-    (REFERENCE.md 1.7). Pure and jit-able; applying it twice is the identity.
+    (u -> -u / x -> -x, left and right swapped). Pure and jit-able; applying it
+    twice is the identity.
 
     Args:
       x: ``[..., J, D]`` with ``D >= 1`` (numpy or jax array).

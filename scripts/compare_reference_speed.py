@@ -7,18 +7,24 @@ setting the median seconds per sampler call, poses/s and the speed ratio
 
 * ``--system=d3dp`` -- the reference's own flip-TTA DDIM loop
   (``D3DP.ddim_sample_flip`` in ``common/diffusionpose.py``; plain
-  ``ddim_sample`` with ``--no_flip``, K = 1 only) against ``D3DPSystem.make_sampler``:
+  ``ddim_sample`` with ``--no_flip``, K = 1 only) against pose_jax's sampler:
   H hypotheses, K iterations (``--grid=H1K1,H5K5``) on ``--clips`` clips of
   ``--frames`` frames (default one 243-frame clip), MixSTE2 512 x 8.
 * ``--system=diffpose_frame`` -- DiffPose's GCNdiff (``models/gcndiff.py``) driven
   by its ``common/utils_diff.generalized_steps``;
   ``--system=mmdiff`` -- monoMotionDiff's DiffModel (``models/model.py``) driven by
-  ``models/diffusion/utils.generalized_steps``; both against
-  ``DiffPoseSystem.make_sampler``. DDIM (eta 0) ``S`` steps (``--grid=S1,S2,S3,S4``)
+  ``models/diffusion/utils.generalized_steps``; both against pose_jax's sampler.
+  DDIM (eta 0) ``S`` steps (``--grid=S1,S2,S3,S4``)
   on ``range(0, 12, 12 // S)`` (T_test 12, the GT config of monoMotionDiff's speed
   table), flip TTA over the chain (the reference side runs the chain on the
   mirrored input too and averages, as monoMotionDiff's ``runner.test``), batches
-  of ``--batch`` poses (default 256). The lifter is not timed on either side.
+  of ``--batch`` poses (default 256) with random xyz in ``x_init``. The lifter is not
+  timed on either side.
+
+pose_jax's side goes through the system interface (``pose_jax.systems.base``):
+``system.sampler_inputs`` makes the inputs (given to the reference too),
+``system.make_sampler(SamplerSpec)`` the sampler, in the setting of the system's
+published table (``launch.benchmarks.common``, as ``launch/benchmark.py`` times it).
 
 Both sides make the same number of network passes per sampler call (pose_jax
 batches the flipped copies into the same call, the references call the network
@@ -62,22 +68,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import datetime
 import json
 import os
 import platform
-import re
 import shlex
-import statistics
 import sys
-import time
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 _REPO_ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 _SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)  # configs/, launch/, pose_jax/ when run as a script
+
+# The benchmarks' tables (no absl flags; jax is started by _jax_setup, after XLA_FLAGS).
+from launch.benchmarks import common as bench  # noqa: E402
+from pose_jax import skeleton as skeleton_lib  # noqa: E402
+from pose_jax.benchmarking import Timing, time_interleaved  # noqa: E402
 
 SYSTEMS = ("d3dp", "diffpose_frame", "mmdiff")
 
@@ -108,25 +117,29 @@ REFERENCES = {
 }
 
 # The experiment configs, as launch/benchmark.py times them (GT 2D for the GCN table).
-CONFIG_SPECS = {
-    "d3dp": "configs/d3dp_h36m.py",
-    "diffpose_frame": "configs/diffpose_frame_h36m.py:keypoints=gt",
-    "mmdiff": "configs/mmdiff_h36m.py:keypoints=gt",
-}
+CONFIG_SPECS = {system: bench.CONFIGS[system] for system in SYSTEMS}
 
 # Speed targets of issue #8 (pose_jax / reference throughput, CPU, identical settings).
 TARGETS = {"d3dp": 1.5, "diffpose_frame": 5.0, "mmdiff": 5.0}
 
-# monoMotionDiff's GT config: T_test 12 (REFERENCE.md 6.4); steps S use range(0, 12, 12 // S).
-T_TEST = 12
+# The GT config of monoMotionDiff's speed table (Tab. 3): T_test 12, steps S on
+# range(0, 12, 12 // S).
+T_TEST = bench.T_TEST
 NUM_DIFFUSION_STEPS = 51  # DiffPose / monoMotionDiff: linear betas 1e-4 .. 1e-3
-JOINTS_LEFT = [4, 5, 6, 11, 12, 13]
-JOINTS_RIGHT = [1, 2, 3, 14, 15, 16]
-H36M_EDGES = [
-    [0, 1], [1, 2], [2, 3], [0, 4], [4, 5], [5, 6], [0, 7], [7, 8],
-    [8, 9], [9, 10], [8, 11], [11, 12], [12, 13], [8, 14], [14, 15], [15, 16],
-]  # fmt: skip
-NUM_JOINTS = 17
+# Human3.6M-17 as the references number it (pose_jax.skeleton), as lists for torch.
+_H36M = skeleton_lib.get_skeleton("h36m")
+JOINTS_LEFT = list(_H36M.joints_left)
+JOINTS_RIGHT = list(_H36M.joints_right)
+H36M_EDGES = [list(e) for e in _H36M.edges]  # DiffPose / monoMotionDiff's 16 edges, in order
+NUM_JOINTS = _H36M.num_joints
+# How each kind of published table's pose_jax sampler starts and flips (the report's note).
+SETTING_NOTES = {
+    "clips": "D3DP DDIM eta 1 from N(0, I), flip TTA inside every step",
+    "poses": (
+        f"DDIM eta 0 from t = {T_TEST} - {T_TEST} // S (T_test {T_TEST}), random x_init, "
+        "flip TTA over the chain"
+    ),
+}
 
 
 class ReferenceDirError(FileNotFoundError):
@@ -145,32 +158,14 @@ def _csv(text: str) -> list[str]:
 def parse_grid(system: str, entries: Sequence[str]) -> list[dict[str, int]]:
     """``['H1K1', ...]`` (D3DP) or ``['S1', ...]`` (GCN refiners) -> list of settings.
 
+    ``launch.benchmarks.common.parse_grid`` for the systems this script compares.
+
     Raises:
       ValueError: an entry that does not fit the system (the message names it).
     """
     if system not in SYSTEMS:
         raise ValueError(f"--system={system!r}; expected one of {SYSTEMS}.")
-    if not entries:
-        raise ValueError("--grid is empty; expected at least one entry.")
-    out = []
-    for entry in entries:
-        e = entry.strip().upper()
-        if system == "d3dp":
-            m = re.fullmatch(r"H(\d+)K(\d+)", e)
-            if not m or int(m[1]) < 1 or int(m[2]) < 1:
-                raise ValueError(
-                    f"--grid entry {entry!r}: D3DP takes HxKy with x, y >= 1, e.g. H1K1,H5K5."
-                )
-            out.append({"H": int(m[1]), "K": int(m[2])})
-        else:
-            m = re.fullmatch(r"S(\d+)", e)
-            if not m or not 1 <= int(m[1]) <= T_TEST:
-                raise ValueError(
-                    f"--grid entry {entry!r}: the GCN refiners take S1..S{T_TEST} "
-                    f"(DDIM steps from T_test {T_TEST}), e.g. S1,S2,S3,S4."
-                )
-            out.append({"steps": int(m[1])})
-    return out
+    return bench.parse_grid(system, entries)
 
 
 def _positive_ints(name: str, values: Sequence[str]) -> list[int]:
@@ -292,49 +287,8 @@ def require_torch():
 
 
 # ---------------------------------------------------------------------------
-# Timing and reporting (pure)
+# Timing and reporting (pure; Timing and time_interleaved: pose_jax.benchmarking)
 # ---------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Timing:
-    first_call_s: float
-    median_s: float
-    times_s: tuple[float, ...]
-
-
-def time_interleaved(
-    calls: Mapping[str, Callable[[int], Any]],
-    *,
-    warmup: int = 1,
-    repeats: int = 5,
-    clock: Callable[[], float] = time.perf_counter,
-) -> dict[str, Timing]:
-    """Times several calls alternately; each ``calls[name](i)`` returns when its work is done.
-
-    Every call runs once first (reported as ``first_call_s``, not in the median:
-    tracing, compilation, lazy initialisation), then ``warmup`` untimed rounds,
-    then ``repeats`` timed rounds. Rounds alternate the order (names, reversed
-    names, ...), so a change of background load between rounds hits every side.
-    """
-    if repeats < 1:
-        raise ValueError(f"time_interleaved: repeats={repeats}; expected >= 1.")
-    names = list(calls)
-    first: dict[str, float] = {}
-    for name in names:
-        t0 = clock()
-        calls[name](0)
-        first[name] = clock() - t0
-    for r in range(warmup):
-        for name in names if r % 2 == 0 else names[::-1]:
-            calls[name](1 + r)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(repeats):
-        for name in names if r % 2 == 0 else names[::-1]:
-            t0 = clock()
-            calls[name](1000 + r)
-            times[name].append(clock() - t0)
-    return {n: Timing(first[n], statistics.median(times[n]), tuple(times[n])) for n in names}
 
 
 def speed_ratio(ours_s: float, reference_s: float) -> float:
@@ -687,15 +641,7 @@ def measure_gemm(size: int = 2048, repeats: int = 5) -> dict:
 
 
 def _load_config(system: str, denoiser: str | None):
-    import importlib
-
-    path, _, arg = CONFIG_SPECS[system].partition(":")
-    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
-    config = module.get_config(arg or None)
-    if denoiser:
-        with config.unlocked():
-            config.model.name = denoiser
-    return config
+    return bench.load_config(system, denoiser)
 
 
 def _jax_setup():
@@ -709,125 +655,102 @@ def _jax_setup():
     return jax
 
 
-def run_d3dp(args, root: str, log=print) -> list[dict]:
+def run_rows(args, root: str, log=print) -> list[dict]:
+    """Both sides at every setting; pose_jax through the system interface.
+
+    The inputs are ``system.sampler_inputs`` of random 2D (the refiners' ``x_init``
+    too: random xyz), given to both sides; the MACs are XLA's count of one
+    ``system.denoise`` call on ``inputs.event``.
+    """
     jax = _jax_setup()
     import numpy as np
 
-    from pose_jax import benchmarking
-    from pose_jax.systems import d3dp as d3dp_lib
-
-    config = _load_config("d3dp", args.denoiser)
-    frames, clips, flip = args.frames, args.clips, not args.no_flip
-    with config.unlocked():
-        config.data.num_frames = frames
-    system = d3dp_lib.D3DPSystem.from_config(config)
-    module = system.model.module
-    params = system.init_params(jax.random.key(args.seed), system.example_batch(frames))
-    rng = np.random.default_rng(args.seed)
-    pose_2d = rng.uniform(-1, 1, (clips, frames, NUM_JOINTS, 2)).astype(np.float32)
-    macs_one = benchmarking.count_macs(
-        lambda p, x, t, c: system.denoise(p, x, t, c),
-        params,
-        jax.numpy.zeros((1, frames, NUM_JOINTS, 3)),
-        jax.numpy.zeros((1,), jax.numpy.int32),
-        {"pose_2d": jax.numpy.asarray(pose_2d[:1])},
-    )
-    rows = []
-    for g in args.grid_entries:
-        h, k = g["H"], g["K"]
-        sampler = system.make_sampler(
-            num_frames=frames, num_hypotheses=h, num_iterations=k, flip_tta=flip
-        )
-        placed = sampler.place_params(params)
-        cond = {"pose_2d": jax.numpy.asarray(pose_2d)}
-
-        def ours(i, sampler=sampler, placed=placed, cond=cond):
-            jax.block_until_ready(sampler(placed, cond, jax.random.key(i)).x0_steps)
-
-        model = build_reference_d3dp(
-            root, frames=frames, hypotheses=h, iterations=k, flip=flip,
-            embed_dim=module.embed_dim, depth=module.depth,
-        )  # fmt: skip
-        ref = reference_d3dp_call(model, pose_2d)
-        setting = f"H{h}K{k}, {clips} x {frames} frames"
-        log(f"[{args.system}] {setting} ...")
-        load = _loadavg1()
-        t = time_interleaved(
-            {"pose_jax": ours, "reference": ref}, warmup=args.warmup, repeats=args.repeats
-        )
-        passes = (2 if flip else 1) * k * h * clips
-        gflop = None if macs_one is None else 2 * macs_one * passes / 1e9
-        rows.append(
-            make_row(setting, clips * frames, passes, t["pose_jax"], t["reference"],
-                     gflop=gflop, loadavg_1min=load, H=h, K=k, clips=clips, frames=frames)
-        )  # fmt: skip
-        log(_progress(rows[-1]))
-    return rows
-
-
-def run_gcn(args, root: str, log=print) -> list[dict]:
-    jax = _jax_setup()
-    import numpy as np
-
-    from pose_jax import benchmarking
-    from pose_jax.systems import diffpose as diffpose_lib
+    from pose_jax.models import get_model
+    from pose_jax.systems import get_system
+    from pose_jax.systems.base import model_kwargs
 
     config = _load_config(args.system, args.denoiser)
-    system = diffpose_lib.DiffPoseSystem.from_config(config)
-    module = system.denoiser.module
-    params = system.init_params(jax.random.key(args.seed), system.example_batch(1))
+    kind = bench.BENCHMARKED[args.system].grid
     flip = not args.no_flip
-    built = build_reference_gcn(
-        args.system, root, hidden=module.hidden, layers=module.num_layers, heads=module.num_heads
+    if kind.per_clip:
+        shapes = [(args.clips, args.frames)]
+        with config.unlocked():
+            config.data.num_frames = args.frames
+    else:
+        shapes = [(n, 1) for n in args.batches]
+    system = get_system(config.system).from_config(config)
+    example = system.example_batch(config.data.num_frames)
+    params = system.init_params(jax.random.key(args.seed), example)
+    # The reference is built at the denoiser's width and depth.
+    reference = REFERENCE_DRIVERS[args.system](
+        args.system, root, get_model(config.model.name, **model_kwargs(config))
     )
     rng = np.random.default_rng(args.seed)
     rows = []
-    for n in args.batches:
-        uv = rng.uniform(-1, 1, (n, NUM_JOINTS, 2)).astype(np.float32)
-        xyz = (0.2 * rng.standard_normal((n, NUM_JOINTS, 3))).astype(np.float32)
-        xyz -= xyz[:, :1]
-        x_init = np.concatenate([uv, xyz], -1)
-        uv_j, x_init_j = jax.numpy.asarray(uv), jax.numpy.asarray(x_init)
-        macs_call = benchmarking.count_macs(
-            lambda p, x, t, c: system.denoiser.apply_fn(p, x, t, c),
-            params,
-            x_init_j,
-            jax.numpy.zeros((n,), jax.numpy.int32),
-            {"pose_2d": uv_j},
-        )
+    for b, f in shapes:
+        pose_2d = rng.uniform(-1, 1, (b, f, NUM_JOINTS, 2)).astype(np.float32)
+        inputs = system.sampler_inputs(params, jax.numpy.asarray(pose_2d), jax.random.key(1))
+        macs_event = bench.denoiser_macs(system, params, inputs)
         for g in args.grid_entries:
-            s = g["steps"]
-            sampler = system.make_sampler(num_timesteps=T_TEST, num_iterations=s, flip_tta=flip)
-            placed = sampler.place_params(params)
+            spec = bench.sampler_spec(kind, g, frames=f, flip=flip)
+            call, _ = bench.sampler_call(system, spec, params, inputs)
 
-            def ours(i, sampler=sampler, placed=placed, uv=uv_j, x_init=x_init_j):
-                out = sampler(placed, {"pose_2d": uv}, jax.random.key(i), x_init)
-                jax.block_until_ready(out.x0_steps)
+            def ours(i, call=call):
+                jax.block_until_ready(call(i))
 
-            ref = reference_gcn_call(args.system, built, uv, x_init, steps=s, flip=flip)
-            setting = f"S{s}, {n} poses"
+            ref = reference(g, pose_2d, inputs, flip)
+            setting = bench.setting_text(kind, g, batch=b, frames=f)
             log(f"[{args.system}] {setting} ...")
             load = _loadavg1()
             t = time_interleaved(
                 {"pose_jax": ours, "reference": ref}, warmup=args.warmup, repeats=args.repeats
             )
-            passes = (2 if flip else 1) * s
-            gflop = None if macs_call is None else 2 * macs_call * passes / 1e9
+            passes = bench.denoiser_calls(kind, g, batch=b, flip=flip)
+            macs = bench.call_macs(macs_event, kind, g, flip=flip)
+            gflop = None if macs is None else 2 * macs / 1e9
+            fields = bench.entry_fields(kind, g, batch=b, frames=f)
             rows.append(
-                make_row(
-                    setting,
-                    n,
-                    passes,
-                    t["pose_jax"],
-                    t["reference"],
-                    gflop=gflop,
-                    loadavg_1min=load,
-                    steps=s,
-                    batch=n,
-                )
-            )
+                make_row(setting, b * f, passes, t["pose_jax"], t["reference"], gflop=gflop,
+                         loadavg_1min=load, **fields)
+            )  # fmt: skip
             log(_progress(rows[-1]))
     return rows
+
+
+def _d3dp_reference(system: str, root: str, module):
+    """``make(entry, pose_2d, inputs, flip) -> call``: the reference D3DP at H, K."""
+
+    def make(entry, pose_2d, inputs, flip):
+        model = build_reference_d3dp(
+            root, frames=pose_2d.shape[1], hypotheses=entry["H"], iterations=entry["K"],
+            flip=flip, embed_dim=module.embed_dim, depth=module.depth,
+        )  # fmt: skip
+        return reference_d3dp_call(model, pose_2d)
+
+    return make
+
+
+def _gcn_reference(system: str, root: str, module):
+    """``make(entry, pose_2d, inputs, flip) -> call``: the reference refiner at S steps."""
+    import numpy as np
+
+    built = build_reference_gcn(
+        system, root, hidden=module.hidden, layers=module.num_layers, heads=module.num_heads
+    )
+
+    def make(entry, pose_2d, inputs, flip):
+        uv, x_init = np.asarray(inputs.cond["pose_2d"]), np.asarray(inputs.x_init)
+        return reference_gcn_call(system, built, uv, x_init, steps=entry["steps"], flip=flip)
+
+    return make
+
+
+# The reference side of each system (its own code, imported from the checkout).
+REFERENCE_DRIVERS = {
+    "d3dp": _d3dp_reference,
+    "diffpose_frame": _gcn_reference,
+    "mmdiff": _gcn_reference,
+}
 
 
 def _progress(row) -> str:
@@ -871,18 +794,12 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, log=print) 
     gemm = None if args.no_gemm else measure_gemm()
     if gemm:
         log(_gemm_text(gemm))
-    rows = run_d3dp(args, root, log) if args.system == "d3dp" else run_gcn(args, root, log)
+    rows = run_rows(args, root, log)
     import jax
 
     config = _load_config(args.system, args.denoiser)
     argv = sys.argv[1:] if argv is None else list(argv)
-    if args.system == "d3dp":
-        note = "D3DP DDIM eta 1 from N(0, I), flip TTA inside every step"
-    else:
-        note = (
-            f"DDIM eta 0 from t = {T_TEST} - {T_TEST} // S (T_test {T_TEST}), random x_init, "
-            "flip TTA over the chain"
-        )
+    note = SETTING_NOTES[bench.BENCHMARKED[args.system].grid.name]
     return {
         "system": args.system,
         "reference_repo": REFERENCES[args.system][0],
@@ -929,8 +846,6 @@ def write_report(report: Mapping[str, Any], out_dir: str) -> tuple[str, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    if _REPO_ROOT not in sys.path:
-        sys.path.insert(0, _REPO_ROOT)  # configs/, pose_jax/ when run as a script
     try:
         report = run(args, argv)
     except (ReferenceDirError, ImportError) as e:

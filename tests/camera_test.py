@@ -1,4 +1,5 @@
-"""Tests for pose_jax.camera against float64 numpy versions of REFERENCE.md 1.3."""
+"""Tests for pose_jax.camera against float64 numpy versions of VideoPose3D's camera
+model (common/camera.py)."""
 
 import dataclasses
 import importlib.resources
@@ -17,7 +18,7 @@ RTOL = 1e-5
 ATOL = 1e-5
 
 # ----------------------------------------------------------------------------- numpy references
-# Written from the formulas in REFERENCE.md 1.3, in float64.
+# Written from the formulas of VideoPose3D common/camera.py, in float64.
 
 
 def np_qrot(q, v):
@@ -238,7 +239,8 @@ def test_screen_coordinates_with_per_sample_sizes_and_under_jit(rng):
 
 
 def test_h36m_example_camera_normalised_intrinsics():
-    # REFERENCE.md 1.3 (and DiffPose's hard-coded camera_dict) for camera 54138969.
+    # VideoPose3D common/h36m_dataset.py
+    # (and DiffPose's hard-coded camera_dict) for camera 54138969.
     k = camera.h36m_camera("S1", 0).intrinsics()
     assert k.shape == (9,) and k.dtype == np.float32
     np.testing.assert_allclose(k[:4], [2.2901, 2.2876, 0.0251, 0.0289], atol=1e-4)

@@ -1,4 +1,5 @@
-"""Tests of pose_jax.metrics against float64 numpy versions written from REFERENCE.md.
+"""Tests of pose_jax.metrics against float64 numpy versions written from the references' definitions
+(VideoPose3D common/loss.py, D3DP main.py / main_3dhp.py).
 
 Tolerances: float32 results vs float64 numpy, plain distances rtol 1e-5; anything
 through a float32 SVD (Procrustes) rtol 1e-4.
@@ -20,7 +21,7 @@ P2_ATOL = 1e-5
 
 
 # --------------------------------------------------------------------------------------
-# float64 numpy references (REFERENCE.md 1.3, 2.5, 2.6, 3)
+# float64 numpy references (VideoPose3D common/loss.py, D3DP main.py, main_3dhp.py)
 
 
 def np_norm(x):
@@ -79,7 +80,7 @@ def np_project(x, intr):
 
 
 def np_hypothesis(pred, gt, *, mode, p2, root=0, x2d=None, traj=None, cam=None, w=None):
-    """Multi-hypothesis metrics per k, REFERENCE.md 2.5, float64. pred [B,K,H,T,J,3]."""
+    """Multi-hypothesis metrics per k, as D3DP main.py, float64. pred [B,K,H,T,J,3]."""
     pred = np.array(pred, np.float64)
     gt = np.array(gt, np.float64)
     pred[..., root, :] = 0

@@ -1,4 +1,4 @@
-"""Tests for pose_jax.skeleton: joint tables (REFERENCE.md 1.2) and flips (1.7)."""
+"""Tests for pose_jax.skeleton: joint tables (VideoPose3D common/h36m_dataset.py) and flips."""
 
 import chex
 import jax

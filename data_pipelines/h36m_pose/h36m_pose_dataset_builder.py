@@ -11,7 +11,7 @@ metres (e.g. millimetres) is refused, naming the sequence.
 Root-centering, screen normalisation, windowing and flips are grain transforms
 (``data_pipelines/transforms.py``), so they never force a rebuild.
 
-Splits (REFERENCE.md 1.6): ``train`` = S1, S5, S6, S7, S8; ``test`` = S9, S11;
+Splits (every reference): ``train`` = S1, S5, S6, S7, S8; ``test`` = S9, S11;
 ``validation`` = the training subjects named in ``H36mConfig.validation_subjects``
 (moved out of ``train``; empty, hence absent, by default; never a test subject).
 """

@@ -1,7 +1,7 @@
 """``mpi_inf_3dhp_pose``: MPI-INF-3DHP keypoints (P-STMO/D3DP npz files, official test annotations).
 
 Training sequences come from the processed npz files of P-STMO / D3DP
-(REFERENCE.md 1.1): ``data_train_3dhp_ori.npz`` (``annot3``, true camera-frame
+(as D3DP and P-STMO prepare them): ``data_train_3dhp_ori.npz`` (``annot3``, true camera-frame
 3D, configs ``ori*``) or ``data_train_3dhp.npz`` (``univ_annot3``, rescaled to
 the "universal" skeleton, configs ``univ*``). The test split comes either from
 the matching ``data_test_3dhp*.npz`` (configs ``ori``, ``univ``) or from the

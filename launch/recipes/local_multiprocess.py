@@ -52,8 +52,8 @@ def process_env(
     env["POSE_JAX_NUM_PROCESSES"] = str(num_processes)
     env["POSE_JAX_PROCESS_ID"] = str(process_id)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO, base.get("PYTHONPATH", "")) if p)
-    # Never inherit a parent's SLURM step: launch.distributed would prefer ours anyway,
-    # but jax's own cluster detection also looks at these.
+    # Never inherit a parent's SLURM step: launch.distributed passes ours, but jax's
+    # cluster detection would still read SLURM_LOCALID to pick each process's devices.
     for k in [k for k in env if k.startswith("SLURM_")]:
         del env[k]
     if cpu_devices:
@@ -80,6 +80,79 @@ def _pump(stream, prefix: str) -> None:
         sys.stdout.flush()
 
 
+def _start(cmd: list[str], num_processes: int, **env_kwargs) -> list[subprocess.Popen]:
+    """Starts ``num_processes`` copies of ``cmd``, each with its :func:`process_env`."""
+    procs = []
+    for i in range(num_processes):
+        env = process_env(dict(os.environ), process_id=i, num_processes=num_processes, **env_kwargs)
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                cwd=_REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
+            )
+        )
+    return procs
+
+
+def _signal_forwarder(procs: list[subprocess.Popen]):
+    """A signal handler for the recipe: forwards the first signal, kills on a second.
+
+    The first SIGTERM/SIGINT makes every process save and stop; a second one kills
+    whatever is still running.
+    """
+    signals_seen = []
+
+    def forward(signum, frame):
+        del frame
+        signals_seen.append(signum)
+        for p in procs:
+            if p.poll() is not None:
+                continue
+            if len(signals_seen) > 1:
+                p.kill()
+            else:
+                p.send_signal(signum)
+
+    return forward
+
+
+def _wait(procs: list[subprocess.Popen], timeout_s: float) -> int:
+    """Waits until all exit (-> the first non-zero status, or 0), one fails, or timeout (124)."""
+    deadline = time.monotonic() + timeout_s if timeout_s else None
+    while any(p.poll() is None for p in procs):
+        failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
+        if failed:
+            return failed[0]
+        if deadline is not None and time.monotonic() > deadline:
+            print(f"local_multiprocess: timed out after {timeout_s} s.", flush=True)
+            return 124
+        time.sleep(0.2)
+    return next((p.returncode for p in procs if p.returncode), 0)
+
+
+def _stop(procs: list[subprocess.Popen], pumps: list[threading.Thread]) -> None:
+    """Terminates the processes still running (SIGKILL after 30 s) and drains their output."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    # A process blocked in a collective (or in jax.distributed's exit barrier)
+    # may not act on SIGTERM; it gets SIGKILL after a grace period.
+    grace = time.monotonic() + 30
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, grace - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    for t in pumps:
+        t.join(timeout=5)
+
+
 def run(
     num_processes: int,
     train_args: list[str],
@@ -96,84 +169,28 @@ def run(
       0 when every process exited 0; otherwise the first failure's exit status
       (124 on timeout). The other processes are terminated on a failure.
     """
-    port = port or free_port()
     cmd = [sys.executable, "-m", module, *train_args, "--distributed"]
-    procs = []
-    for i in range(num_processes):
-        env = process_env(
-            dict(os.environ),
-            process_id=i,
-            num_processes=num_processes,
-            port=port,
-            cpu_devices=cpu_devices,
-            gpus_per_process=gpus_per_process,
-        )
-        procs.append(
-            subprocess.Popen(
-                cmd,
-                cwd=_REPO,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                bufsize=1,
-            )
-        )
+    procs = _start(
+        cmd,
+        num_processes,
+        port=port or free_port(),
+        cpu_devices=cpu_devices,
+        gpus_per_process=gpus_per_process,
+    )
     pumps = [
         threading.Thread(target=_pump, args=(p.stdout, f"[{i}] "), daemon=True)
         for i, p in enumerate(procs)
     ]
     for t in pumps:
         t.start()
-
-    signals_seen = []
-
-    def forward(signum, frame):
-        # The first signal is forwarded (the processes save and stop); a second one
-        # kills whatever is still running.
-        del frame
-        signals_seen.append(signum)
-        for p in procs:
-            if p.poll() is not None:
-                continue
-            if len(signals_seen) > 1:
-                p.kill()
-            else:
-                p.send_signal(signum)
-
+    forward = _signal_forwarder(procs)
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    deadline = time.monotonic() + timeout_s if timeout_s else None
-    status = 0
     try:
-        while any(p.poll() is None for p in procs):
-            failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
-            if failed:
-                status = failed[0]
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                print(f"local_multiprocess: timed out after {timeout_s} s.", flush=True)
-                status = 124
-                break
-            time.sleep(0.2)
-        else:
-            status = next((p.returncode for p in procs if p.returncode), 0)
+        status = _wait(procs, timeout_s)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        # A process blocked in a collective (or in jax.distributed's exit barrier)
-        # may not act on SIGTERM; it gets SIGKILL after a grace period.
-        grace = time.monotonic() + 30
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.1, grace - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        for t in pumps:
-            t.join(timeout=5)
+        _stop(procs, pumps)
     if status:
         codes = ", ".join(f"[{i}] {p.returncode}" for i, p in enumerate(procs))
         print(f"local_multiprocess: failed (exit status {codes}).", flush=True)

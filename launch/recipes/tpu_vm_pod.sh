@@ -45,8 +45,8 @@ if [[ "${SKIP_SETUP:-0}" != "1" ]]; then
   ssh_all "cd ${REMOTE_DIR} && ${PYTHON} -m pip install -q -U 'jax[tpu]' -e '.[tb]'"
 fi
 
-# Every worker, same command; --distributed -> launch.distributed finds no SLURM or
-# POSE_JAX_* variables and calls jax.distributed.initialize() with no arguments.
+# Every worker, same command; --distributed -> launch.distributed finds no POSE_JAX_*
+# variables and calls jax.distributed.initialize() with no arguments.
 # The final evaluation runs on every worker's chips (pass --noevaluate to skip it).
 ssh_all "cd ${REMOTE_DIR} && ${PYTHON} -m launch.train --distributed \
   --config='${CONFIG}' --workdir='${WORKDIR}' ${DATA_FLAG} $*"

@@ -34,6 +34,7 @@ from pose_jax.convert.finepose import (
     convert_finepose_state_dict,
     load_clip_text_params,
 )
+from pose_jax.convert.ktpformer import convert_ktpformer_state_dict
 
 # name -> (converter, key of the state dict inside the reference's checkpoint file)
 _CONVERTERS: dict[str, tuple[Callable, str | int | None]] = {
@@ -44,6 +45,7 @@ _CONVERTERS: dict[str, tuple[Callable, str | int | None]] = {
     "diffpose_video_mixste": (convert_diffpose_video_mixste_state_dict, "model_pos"),
     "mmdiff": (convert_mmdiff_state_dict, 0),
     "finepose": (convert_finepose_state_dict, "model_pos"),
+    "ktpformer": (convert_ktpformer_state_dict, "model_pos"),  # run_ktpformer.py's .bin
 }
 
 
@@ -69,6 +71,7 @@ __all__ = [
     "convert_finepose_state_dict",
     "convert_gcndiff_state_dict",
     "convert_graformer_state_dict",
+    "convert_ktpformer_state_dict",
     "convert_mmdiff_state_dict",
     "get_converter",
     "load_checkpoint",

@@ -3,7 +3,7 @@
 D3DP's ``main.py`` saves ``{'epoch', 'lr', 'random_state', 'optimizer',
 'model_pos'}``; ``model_pos`` is the state dict of ``DataParallel(D3DP)``: keys
 ``module.pose_estimator.<MixSTE2 key>`` plus the float64 diffusion buffers
-``module.betas``, ``module.alphas_cumprod``, ... (REFERENCE.md 9, item 11). The
+``module.betas``, ``module.alphas_cumprod``, ... (float64 buffers in the state dict). The
 buffers are not parameters (pose_jax rebuilds the schedule from its name); the
 converter only checks them to report the schedule.
 
@@ -143,6 +143,56 @@ def mixste_model_kwargs(sizes: Mapping[str, int], num_heads: int, *, fn: str) ->
     )
 
 
+def denoiser_state_dict(state_dict: Mapping[str, np.ndarray], *, fn: str):
+    """``(MixSTE keys, prefixes stripped)``: ``module.`` and ``pose_estimator.`` removed.
+
+    Keys outside ``pose_estimator.`` are the wrapper's buffers (or reported later as
+    unexpected); a bare MixSTE2 state dict is returned as it is.
+    """
+    sd = common.strip_prefix(state_dict, DATA_PARALLEL_PREFIX, fn=fn)
+    stripped = (
+        [DATA_PARALLEL_PREFIX]
+        if any(k.startswith(DATA_PARALLEL_PREFIX) for k in state_dict)
+        else []
+    )
+    inside, outside = common.split_prefix(sd, DENOISER_PREFIX)
+    if not inside:
+        return dict(sd), stripped
+    clash = sorted(set(inside) & set(outside))
+    if clash:
+        raise ValueError(f"{fn}: keys {clash} appear both inside and outside {DENOISER_PREFIX!r}.")
+    return {**inside, **outside}, [*stripped, DENOISER_PREFIX]
+
+
+def infer_mixste_sizes(model_sd: Mapping[str, np.ndarray], given: Mapping[str, Any]) -> dict:
+    """MixSTE sizes: the ``given`` ones, else read from the tensors, else the paper's."""
+    inferred = dict(
+        num_frames=_dim(model_sd, "Temporal_pos_embed", 1, 3),
+        num_joints=_dim(model_sd, "Spatial_pos_embed", 1, 3),
+        embed_dim=_dim(model_sd, "Spatial_pos_embed", 2, 3),
+        depth=len(common.block_indices(model_sd, "STEblocks.")) or None,
+        mlp_hidden=_dim(model_sd, "STEblocks.0.mlp.fc1.weight", 0, 2),
+        out_dim=_dim(model_sd, "head.1.weight", 0, 2),
+    )
+    return {k: given.get(k) or inferred[k] or _PAPER[k] for k in _PAPER}
+
+
+def _sizes(model_sd, given: dict, num_heads, *, fn: str) -> dict:
+    """:func:`infer_mixste_sizes` after checking the given sizes and the head count."""
+    sizes = infer_mixste_sizes(model_sd, given)
+    for k, v in given.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+            raise ValueError(f"{fn}: argument {k!r} is {v!r}; expected a positive int or None.")
+    if isinstance(num_heads, bool) or not isinstance(num_heads, (int, np.integer)) or num_heads < 1:
+        raise ValueError(f"{fn}: argument 'num_heads' is {num_heads!r}; expected a positive int.")
+    if sizes["embed_dim"] % num_heads:
+        raise ValueError(
+            f"{fn}: embed_dim {sizes['embed_dim']} is not divisible by num_heads={num_heads}; "
+            "pass the number of heads the checkpoint was trained with."
+        )
+    return sizes
+
+
 def convert_d3dp_state_dict(
     state_dict: Mapping[str, np.ndarray],
     *,
@@ -182,44 +232,9 @@ def convert_d3dp_state_dict(
         ``num_heads``, or prefixes on only some keys.
     """
     fn = "convert_d3dp_state_dict"
-    sd = common.strip_prefix(state_dict, DATA_PARALLEL_PREFIX, fn=fn)
-    stripped = (
-        [DATA_PARALLEL_PREFIX]
-        if any(k.startswith(DATA_PARALLEL_PREFIX) for k in state_dict)
-        else []
-    )
-    inside, outside = common.split_prefix(sd, DENOISER_PREFIX)
-    if inside:
-        clash = sorted(set(inside) & set(outside))
-        if clash:
-            raise ValueError(
-                f"{fn}: keys {clash} appear both inside and outside {DENOISER_PREFIX!r}."
-            )
-        model_sd = {**inside, **outside}  # outside keys are buffers, or reported as unexpected
-        stripped.append(DENOISER_PREFIX)
-    else:
-        model_sd = dict(sd)  # a bare MixSTE2 state dict
-
-    inferred = dict(
-        num_frames=_dim(model_sd, "Temporal_pos_embed", 1, 3),
-        num_joints=_dim(model_sd, "Spatial_pos_embed", 1, 3),
-        embed_dim=_dim(model_sd, "Spatial_pos_embed", 2, 3),
-        depth=len(common.block_indices(model_sd, "STEblocks.")) or None,
-        mlp_hidden=_dim(model_sd, "STEblocks.0.mlp.fc1.weight", 0, 2),
-        out_dim=_dim(model_sd, "head.1.weight", 0, 2),
-    )
+    model_sd, stripped = denoiser_state_dict(state_dict, fn=fn)
     given = dict(num_frames=num_frames, num_joints=num_joints, embed_dim=embed_dim, depth=depth)
-    sizes = {k: given.get(k) or inferred[k] or _PAPER[k] for k in _PAPER}
-    for k, v in given.items():
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
-            raise ValueError(f"{fn}: argument {k!r} is {v!r}; expected a positive int or None.")
-    if isinstance(num_heads, bool) or not isinstance(num_heads, (int, np.integer)) or num_heads < 1:
-        raise ValueError(f"{fn}: argument 'num_heads' is {num_heads!r}; expected a positive int.")
-    if sizes["embed_dim"] % num_heads:
-        raise ValueError(
-            f"{fn}: embed_dim {sizes['embed_dim']} is not divisible by num_heads={num_heads}; "
-            "pass the number of heads the checkpoint was trained with."
-        )
+    sizes = _sizes(model_sd, given, num_heads, fn=fn)
     rules = d3dp_rules(**sizes)
     ignored = sorted(k for k in model_sd if k in DIFFUSION_BUFFERS)
     note = (

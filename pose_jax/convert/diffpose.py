@@ -1,4 +1,5 @@
-"""DiffPose and monoMotionDiff PyTorch checkpoints -> pose_jax params (REFERENCE.md 9, item 11).
+"""DiffPose and monoMotionDiff PyTorch checkpoints -> pose_jax params (lists
+``[model, optimizer, epoch, step, ema]``; ``module.`` prefixes from DataParallel).
 
 Checkpoint layouts:
 

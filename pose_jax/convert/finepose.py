@@ -3,7 +3,8 @@
 FinePOSE's ``main.py`` (and ``main_gt.py``, ``main_3dhp.py``) saves D3DP's
 checkpoint dict; ``model_pos`` is the state dict of ``DataParallel(FinePOSE)``:
 ``module.pose_estimator.<MixSTE2 key>``, the float64 diffusion buffers
-``module.betas``..., and the prompt branch (REFERENCE.md 9, item 11):
+``module.betas``..., and the prompt branch (the full CLIP model under
+``pose_estimator.clip_text.*``):
 
 * ``ctx_subject``, ``ctx_verb`` (H36M only), ``ctx_speed``, ``ctx_head``,
   ``ctx_body``, ``ctx_arm``, ``ctx_leg`` -> ``prompt/ctx_<segment>`` (``verb`` is
@@ -36,12 +37,12 @@ import numpy as np
 
 from pose_jax.convert import common
 from pose_jax.convert.d3dp import (
-    DATA_PARALLEL_PREFIX,
-    DENOISER_PREFIX,
     DIFFUSION_BUFFERS,
     _describe_schedule,
     _dim,
     d3dp_rules,
+    denoiser_state_dict,
+    infer_mixste_sizes,
     mixste_model_kwargs,
 )
 
@@ -168,26 +169,37 @@ def _summarise_ignored(keys: list[str]) -> list[str]:
     return rest
 
 
-def _strip(state_dict: Mapping[str, np.ndarray], fn: str) -> tuple[dict, list[str]]:
-    """Removes ``module.`` and ``pose_estimator.`` as :mod:`pose_jax.convert.d3dp` does."""
-    sd = common.strip_prefix(state_dict, DATA_PARALLEL_PREFIX, fn=fn)
-    stripped = (
-        [DATA_PARALLEL_PREFIX]
-        if any(k.startswith(DATA_PARALLEL_PREFIX) for k in state_dict)
-        else []
-    )
-    inside, outside = common.split_prefix(sd, DENOISER_PREFIX)
-    if not inside:
-        return dict(sd), stripped
-    clash = sorted(set(inside) & set(outside))
-    if clash:
-        raise ValueError(f"{fn}: keys {clash} appear both inside and outside {DENOISER_PREFIX!r}.")
-    return {**inside, **outside}, [*stripped, DENOISER_PREFIX]
-
-
 def _check_positive(fn: str, name: str, v) -> None:
     if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
         raise ValueError(f"{fn}: argument {name!r} is {v!r}; expected a positive int or None.")
+
+
+def _prompt_sizes(model_sd: Mapping[str, np.ndarray], embed_dim: int) -> dict[str, Any]:
+    """The prompt branch's layout and sizes, read from its tensors (else the paper's)."""
+    text_width = _dim(model_sd, "ctx_subject", 1, 2) or _dim(model_sd, "text_ln.weight", 0, 1)
+    clip_blocks = common.block_indices(model_sd, f"{CLIP_PREFIX}transformer.resblocks.")
+    return dict(
+        layout="h36m" if "ctx_verb" in model_sd else "3dhp",
+        embed_dim=embed_dim,
+        text_width=text_width or 512,
+        text_layers=len(common.block_indices(model_sd, "textTransEncoder.layers.")) or 4,
+        text_ffn_dim=_dim(model_sd, "textTransEncoder.layers.0.linear1.weight", 0, 2) or 2048,
+        clip_layers=len(clip_blocks) or 12,
+        clip_vocab_size=_dim(model_sd, f"{CLIP_PREFIX}token_embedding.weight", 0, 2) or 49408,
+    )
+
+
+def _check_heads(fn: str, embed_dim: int, text_width: int, num_heads: int, clip_heads: int):
+    for what, d, h in (
+        ("embed_dim", embed_dim, num_heads),
+        ("text width", text_width, num_heads),
+        ("text width", text_width, clip_heads),
+    ):
+        if d % h:
+            raise ValueError(
+                f"{fn}: {what} {d} is not divisible by {h} heads; pass the number of heads "
+                "(num_heads / clip_heads) the checkpoint was trained with."
+            )
 
 
 def convert_finepose_state_dict(
@@ -226,48 +238,20 @@ def convert_finepose_state_dict(
         mismatches, or sizes that do not divide.
     """
     fn = "convert_finepose_state_dict"
-    model_sd, stripped = _strip(state_dict, fn)
+    model_sd, stripped = denoiser_state_dict(state_dict, fn=fn)
     for name, v in dict(
         num_frames=num_frames, embed_dim=embed_dim, depth=depth, num_heads=num_heads
     ).items():
         _check_positive(fn, name, v)
     _check_positive(fn, "clip_heads", clip_heads)
 
-    paper = dict(num_frames=243, num_joints=17, embed_dim=512, depth=8, mlp_hidden=1024, out_dim=3)
-    inferred = dict(
-        num_frames=_dim(model_sd, "Temporal_pos_embed", 1, 3),
-        num_joints=_dim(model_sd, "Spatial_pos_embed", 1, 3),
-        embed_dim=_dim(model_sd, "Spatial_pos_embed", 2, 3),
-        depth=len(common.block_indices(model_sd, "STEblocks.")) or None,
-        mlp_hidden=_dim(model_sd, "STEblocks.0.mlp.fc1.weight", 0, 2),
-        out_dim=_dim(model_sd, "head.1.weight", 0, 2),
+    sizes = infer_mixste_sizes(
+        model_sd, dict(num_frames=num_frames, embed_dim=embed_dim, depth=depth)
     )
-    given = dict(num_frames=num_frames, embed_dim=embed_dim, depth=depth)
-    sizes = {k: given.get(k) or inferred[k] or paper[k] for k in paper}
-    layout = "h36m" if "ctx_verb" in model_sd else "3dhp"
-    text_width = _dim(model_sd, "ctx_subject", 1, 2) or _dim(model_sd, "text_ln.weight", 0, 1)
-    text_width = text_width or 512
-    prompt = dict(
-        layout=layout,
-        embed_dim=sizes["embed_dim"],
-        text_width=text_width,
-        text_layers=len(common.block_indices(model_sd, "textTransEncoder.layers.")) or 4,
-        text_ffn_dim=_dim(model_sd, "textTransEncoder.layers.0.linear1.weight", 0, 2) or 2048,
-        clip_layers=len(common.block_indices(model_sd, f"{CLIP_PREFIX}transformer.resblocks."))
-        or 12,
-        clip_vocab_size=_dim(model_sd, f"{CLIP_PREFIX}token_embedding.weight", 0, 2) or 49408,
-    )
-    clip_heads = clip_heads or max(1, text_width // 64)
-    for what, d, h in (
-        ("embed_dim", sizes["embed_dim"], num_heads),
-        ("text width", text_width, num_heads),
-        ("text width", text_width, clip_heads),
-    ):
-        if d % h:
-            raise ValueError(
-                f"{fn}: {what} {d} is not divisible by {h} heads; pass the number of heads "
-                "(num_heads / clip_heads) the checkpoint was trained with."
-            )
+    prompt = _prompt_sizes(model_sd, sizes["embed_dim"])
+    clip_heads = clip_heads or max(1, prompt["text_width"] // 64)
+    _check_heads(fn, sizes["embed_dim"], prompt["text_width"], num_heads, clip_heads)
+    layout, text_width = prompt["layout"], prompt["text_width"]
     rules = d3dp_rules(**sizes) + finepose_prompt_rules(**prompt)
     ignored = sorted(k for k in model_sd if k in DIFFUSION_BUFFERS)
     ignored += _unused_clip_keys(model_sd, CLIP_PREFIX)
@@ -314,7 +298,7 @@ def convert_clip_text_state_dict(
       ``(params, {'width', 'num_layers', 'num_heads', 'context_length', 'vocab_size'})``.
     """
     fn = "convert_clip_text_state_dict"
-    sd, _ = _strip(state_dict, fn)
+    sd, _ = denoiser_state_dict(state_dict, fn=fn)
     if any(k.startswith(CLIP_PREFIX) for k in sd):
         sd = {k[len(CLIP_PREFIX) :]: v for k, v in sd.items() if k.startswith(CLIP_PREFIX)}
     width = _dim(sd, "ln_final.weight", 0, 1) or 512

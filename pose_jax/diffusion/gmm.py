@@ -1,4 +1,4 @@
-"""Per-joint Gaussian mixtures for DiffPose's GMM forward process (REFERENCE.md 4.3).
+"""Per-joint Gaussian mixtures for DiffPose's GMM forward process (GONGJIA0208/Diffpose).
 
 DiffPose never released its fitting code; its data files hold per-joint
 kernels ``(weight, mean_uv, var_uv)`` and training picks a kernel per joint,

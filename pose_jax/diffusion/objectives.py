@@ -1,4 +1,5 @@
-"""Forward process, parameterisations and training losses (REFERENCE.md 2.3, 4.3, 6.3).
+"""Forward process, parameterisations and training losses (D3DP common/diffusionpose.py, DiffPose
+runners/diffpose_frame.py, monoMotionDiff runner).
 
 Shapes: ``x0, noise: [B, ...event]`` with one timestep per leading sample,
 ``t: [B]`` int. ``event`` is e.g. ``[F, J, 3]`` (D3DP) or ``[J, 5]`` (DiffPose

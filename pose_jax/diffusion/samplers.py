@@ -1,4 +1,5 @@
-"""DDIM / DDPM-like samplers as one ``lax.scan`` (REFERENCE.md 2.3, 4.3, 6.3, 10.9, 10.12).
+"""DDIM / DDPM-like samplers as one ``lax.scan`` (D3DP common/diffusionpose.py
+ddim_sample; DiffPose / monoMotionDiff generalized_steps).
 
 One step function, :func:`ddim_step`, covers every reference system:
 
@@ -598,6 +599,42 @@ class Sampler:
         return out
 
 
+def _check_sampler_args(fn, denoise_fn, schedule, num_hypotheses, event_shape, clip):
+    """Validates :func:`make_sampler`'s arguments; returns ``(event_shape, clip)`` normalised."""
+    if not callable(denoise_fn):
+        raise ValueError(
+            f"{fn}: argument 'denoise_fn' is {type(denoise_fn).__name__}; expected a callable."
+        )
+    if not isinstance(schedule, Schedule):
+        raise ValueError(
+            f"{fn}: argument 'schedule' is {type(schedule).__name__}; expected a Schedule."
+        )
+    if (
+        isinstance(num_hypotheses, bool)
+        or not isinstance(num_hypotheses, (int, np.integer))
+        or num_hypotheses < 1
+    ):
+        raise ValueError(
+            f"{fn}: argument 'num_hypotheses' is {num_hypotheses!r}; expected an int >= 1."
+        )
+    try:
+        event_shape = tuple(int(d) for d in event_shape)
+    except TypeError:
+        raise ValueError(
+            f"{fn}: argument 'event_shape' is {event_shape!r}; expected a tuple of ints."
+        ) from None
+    if not event_shape or any(d < 1 for d in event_shape):
+        raise ValueError(
+            f"{fn}: argument 'event_shape' is {event_shape}; "
+            "expected a non-empty tuple of ints >= 1."
+        )
+    if clip is not None:
+        clip = float(clip)
+        if not clip > 0:
+            raise ValueError(f"{fn}: argument 'clip' is {clip}; expected > 0 or None.")
+    return event_shape, clip
+
+
 def make_sampler(
     denoise_fn: DenoiseFn,
     schedule: Schedule,
@@ -651,40 +688,12 @@ def make_sampler(
         not fit the schedule, ``num_hypotheses < 1``, a non-positive ``clip``.
     """
     fn = "make_sampler"
-    if not callable(denoise_fn):
-        raise ValueError(
-            f"{fn}: argument 'denoise_fn' is {type(denoise_fn).__name__}; expected a callable."
-        )
-    if not isinstance(schedule, Schedule):
-        raise ValueError(
-            f"{fn}: argument 'schedule' is {type(schedule).__name__}; expected a Schedule."
-        )
     _checks.check_choice(fn, "prediction", prediction, PREDICTIONS)
     _checks.check_choice(fn, "flip_mode", flip_mode, FLIP_MODES)
     eta = _check_eta(fn, eta)
-    if (
-        isinstance(num_hypotheses, bool)
-        or not isinstance(num_hypotheses, (int, np.integer))
-        or num_hypotheses < 1
-    ):
-        raise ValueError(
-            f"{fn}: argument 'num_hypotheses' is {num_hypotheses!r}; expected an int >= 1."
-        )
-    try:
-        event_shape = tuple(int(d) for d in event_shape)
-    except TypeError:
-        raise ValueError(
-            f"{fn}: argument 'event_shape' is {event_shape!r}; expected a tuple of ints."
-        ) from None
-    if not event_shape or any(d < 1 for d in event_shape):
-        raise ValueError(
-            f"{fn}: argument 'event_shape' is {event_shape}; "
-            "expected a non-empty tuple of ints >= 1."
-        )
-    if clip is not None:
-        clip = float(clip)
-        if not clip > 0:
-            raise ValueError(f"{fn}: argument 'clip' is {clip}; expected > 0 or None.")
+    event_shape, clip = _check_sampler_args(
+        fn, denoise_fn, schedule, num_hypotheses, event_shape, clip
+    )
     grid = validate_time_grid(time_grid, schedule.num_steps, fn=fn)
     coeffs = ddim_coefficients(schedule, grid, eta)
     if flip_mode is not None:

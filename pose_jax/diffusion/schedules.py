@@ -1,4 +1,5 @@
-"""Noise schedules and DDIM time grids (REFERENCE.md 2.3, 4.3, 10.16).
+"""Noise schedules and DDIM time grids (D3DP common/diffusionpose.py; DiffPose
+get_beta_schedule).
 
 Schedules are computed in float64 numpy, as the reference repositories do, and
 only then cast to float32; the result is a pytree, so it can be passed through
@@ -171,7 +172,7 @@ def _torch_linspace_f32(start: float, end: float, steps: int) -> np.ndarray:
     the first half as ``start + step * i`` and the second half as
     ``end - step * (steps - 1 - i)``. Exact rational arithmetic gives a different
     integer grid after truncation for some ``K`` (e.g. ``T=1000, K=26``), so the
-    float32 recipe is followed literally (REFERENCE.md 10.16).
+    float32 recipe is followed literally.
     """
     f = np.float32
     start32, end32 = f(start), f(end)

@@ -14,9 +14,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from pose_jax import _checks
+from pose_jax import _checks, model_state
 from pose_jax.models.finepose import FinePOSEDenoiser
 from pose_jax.models.gcn import GCNDiff, GraFormer, MonoMotionDiff
+from pose_jax.models.ktpformer import KTPFormer, kinematics_prior
 from pose_jax.models.mixste import MixSTEDenoiser
 
 # CPU-sized FinePOSE: every width reduced, CLIP's vocabulary kept (the prompts' token ids).
@@ -25,12 +26,34 @@ _FINEPOSE_TINY = dict(
     clip_heads=2, text_layers=1, text_ffn_dim=64,
 )  # fmt: skip
 
+# KTPFormer (JihuaPeng/KTPFormer): MixSTE with the KPA/TPA priors at stage 0. Its paper size
+# is the reference's -cs 512 -dep 7 (7 plain pairs after the prior pair: depth 8 here);
+# as a lifter (2D in) and as a D3DP denoiser (d3dp_ktp). '_3dhp': MPI-INF-3DHP's joint graph.
+_KTP_PAPER = dict(embed_dim=512, depth=8, num_heads=8, mlp_ratio=2.0)
+_KTP_SIZES = {"": _KTP_PAPER, "_tiny": dict(embed_dim=32, depth=2, num_heads=4, mlp_ratio=2.0)}
+_D3DP_KTP_SIZES = {"": _KTP_PAPER, "_tiny": dict(embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.0)}
+
+
+def _ktp_rows() -> dict[str, tuple[type[nn.Module], dict[str, Any]]]:
+    rows = {}
+    for layout, suffix in (("h36m", ""), ("3dhp", "_3dhp")):
+        prior = kinematics_prior(layout)
+        for size, kw in _KTP_SIZES.items():
+            rows[f"ktpformer{suffix}{size}"] = (
+                KTPFormer,
+                dict(kw, embedding=prior, diffusion_inputs=False),
+            )
+        for size, kw in _D3DP_KTP_SIZES.items():
+            rows[f"d3dp_ktp{suffix}{size}"] = (KTPFormer, dict(kw, embedding=prior))
+    return rows
+
+
 # name -> (module class, keyword arguments). Sizes: the papers' and CPU-sized ones.
 _VARIANTS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
     "d3dp": (MixSTEDenoiser, dict(embed_dim=512, depth=8, num_heads=8, mlp_ratio=2.0)),
     "d3dp_small": (MixSTEDenoiser, dict(embed_dim=128, depth=4, num_heads=8, mlp_ratio=2.0)),
     "d3dp_tiny": (MixSTEDenoiser, dict(embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.0)),
-    # FinePOSE (REFERENCE.md 2.7): D3DP's backbone + prompt branch; CLIP ViT-B/32 text tower.
+    # FinePOSE (FinePOSE_CVPR2024): D3DP's backbone + prompt branch; CLIP ViT-B/32 text tower.
     "finepose": (FinePOSEDenoiser, dict(embed_dim=512, depth=8, num_heads=8, mlp_ratio=2.0)),
     "finepose_3dhp": (
         FinePOSEDenoiser,
@@ -38,7 +61,8 @@ _VARIANTS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
     ),
     "finepose_tiny": (FinePOSEDenoiser, dict(_FINEPOSE_TINY)),
     "finepose_3dhp_tiny": (FinePOSEDenoiser, dict(_FINEPOSE_TINY, prompt_layout="3dhp")),
-    # DiffPose / monoMotionDiff (REFERENCE.md 4.2, 5, 6.2). The GraFormer lifter and the
+    # DiffPose / monoMotionDiff (Diffpose models/gcndiff.py,
+    # monoMotionDiff models/model.py). The GraFormer lifter and the
     # video initialiser (MixSTE run deterministically) are initialisers, not denoisers.
     "graformer": (GraFormer, dict(hidden=96, num_layers=5, num_heads=4, dropout=0.25)),
     "graformer_tiny": (GraFormer, dict(hidden=16, num_layers=2, num_heads=2, dropout=0.25)),
@@ -68,12 +92,8 @@ _VARIANTS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
             diffusion_inputs=False,
         ),
     ),
+    **_ktp_rows(),
 }
-
-
-def register_model(name: str, cls: type[nn.Module], **defaults: Any) -> None:
-    """Adds a named variant (used by the model files of other families)."""
-    _VARIANTS[name] = (cls, dict(defaults))
 
 
 def available_models() -> tuple[str, ...]:
@@ -112,15 +132,31 @@ class ModelFns:
 
 
 def make_model_fns(module: nn.Module) -> ModelFns:
-    """Wraps a denoiser module into pure ``init_fn``/``apply_fn``."""
+    """Wraps a denoiser module into pure ``init_fn``/``apply_fn``.
+
+    A model with running state (BatchNorm: KTPFormer) gets stateful params
+    ``{'params', 'batch_stats'}`` from ``init_fn`` (every other model: its
+    ``'params'`` alone, as before). ``apply_fn(train=True)`` then normalises with the
+    batch's statistics and hands their running update to the training step
+    (:func:`pose_jax.model_state.record`); ``train=False`` uses the running statistics.
+    """
 
     def init_fn(key, x_t, t, cond: Mapping[str, jax.Array]):
-        return module.init({"params": key}, x_t, t, cond, train=False)["params"]
+        variables = module.init({"params": key}, x_t, t, cond, train=False)
+        return model_state.from_variables(variables)
 
     def apply_fn(params, x_t, t, cond, *, train: bool = False, rng=None):
         rngs = {"dropout": rng} if rng is not None else None
         if train and rng is None:
             raise ValueError("apply_fn: train=True needs rng= (a key for dropout/drop-path).")
-        return module.apply({"params": params}, x_t, t, cond, train=train, rngs=rngs)
+        if not model_state.is_stateful(params):
+            return module.apply({"params": params}, x_t, t, cond, train=train, rngs=rngs)
+        if not train:
+            return module.apply(params, x_t, t, cond, train=False, rngs=rngs)
+        out, updates = module.apply(
+            params, x_t, t, cond, train=True, rngs=rngs, mutable=list(model_state.STATE_COLLECTIONS)
+        )
+        model_state.record(updates)
+        return out
 
     return ModelFns(module, init_fn, apply_fn)

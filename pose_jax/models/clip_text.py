@@ -1,6 +1,6 @@
 """CLIP's text transformer (OpenAI ViT-B/32 text tower) in Flax.
 
-FinePOSE (REFERENCE.md 2.7) feeds its own 77 prompt embeddings (learnable
+FinePOSE (FinePOSE_CVPR2024 common/mixste_finepose.py) feeds its own 77 prompt embeddings (learnable
 context vectors and CLIP token embeddings) through CLIP's frozen text tower and
 keeps every position of ``ln_final``'s output, so the tower here takes
 embeddings (:meth:`ClipTextTransformer.__call__`) and exposes the token table

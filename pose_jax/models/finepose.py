@@ -1,6 +1,7 @@
 """FinePOSE (CVPR'24): D3DP's MixSTE denoiser driven by fine-grained part-aware prompts.
 
-REFERENCE.md 2.7. :class:`FinePOSEDenoiser` is :class:`~pose_jax.models.mixste.MixSTEDenoiser`
+PKU-ICST-MIPL/FinePOSE_CVPR2024 common/mixste_finepose.py.
+:class:`FinePOSEDenoiser` is :class:`~pose_jax.models.mixste.MixSTEDenoiser`
 with its two conditioning hooks filled in; every backbone parameter keeps D3DP's
 name. The additions:
 

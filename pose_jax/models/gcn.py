@@ -1,4 +1,7 @@
-"""GraFormer lifter, DiffPose's GCNdiff and monoMotionDiff's CCE/CAG model (REFERENCE.md 4.2, 6.2).
+"""GraFormer lifter, DiffPose's GCNdiff and monoMotionDiff's CCE/CAG model .
+
+As GONGJIA0208/Diffpose models/GraFormer.py, gcndiff.py and jjkislele/monoMotionDiff
+models/model.py.
 
 All three are stacks of the layers in :mod:`pose_jax.models.graph`:
 

@@ -1,10 +1,10 @@
-"""Graph layers of the GraFormer / GCN family (DiffPose, monoMotionDiff; REFERENCE.md 4.2, 6.2).
+"""Graph layers of the GraFormer / GCN family (DiffPose, monoMotionDiff).
 
 One implementation serves the GraFormer lifter, DiffPose's GCNdiff and
 monoMotionDiff's two-branch model; the node count (17 joints, or 34 for the
 cross-channel graph) and the channel widths are parameters.
 
-Numerics follow the PyTorch references (REFERENCE.md 10, items 14-15):
+Numerics follow the PyTorch references (Diffpose models/ChebConv.py, GraFormer.py):
 
 * :class:`ChebConv` -- order-2 Chebyshev graph convolution on a *fixed*
   Laplacian ``L = I - D^-1/2 A_hat D^-1/2`` of the row-normalised adjacency

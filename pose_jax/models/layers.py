@@ -1,9 +1,15 @@
 """Building blocks shared by every denoiser family.
 
-Numerics follow the PyTorch references (REFERENCE.md 10, items 14-18): exact
-(erf) GELU, LayerNorm epsilons passed explicitly, PyTorch's default Linear
-initialisation, fused ``qkv`` projections laid out as ``[3, heads, head_dim]``
-so converted checkpoints map one to one.
+Numerics follow the PyTorch references (timm's ViT blocks as used by
+paTRICK-swk/D3DP ``common/mixste.py``): exact (erf) GELU, LayerNorm epsilons
+passed explicitly, PyTorch's default Linear initialisation, fused ``qkv``
+projections laid out as ``[3, heads, head_dim]`` so converted checkpoints map
+one to one.
+
+:class:`TransformerBlock` builds its token mixer from its ``attention`` field;
+any module class (or ``functools.partial`` of one) taking the keyword arguments
+``num_heads, qkv_bias, attn_dropout, dtype, name`` and mapping
+``(x [B, L, C], *, deterministic) -> [B, L, C]`` plugs in (see :class:`SelfAttention`).
 """
 
 from __future__ import annotations
@@ -120,7 +126,8 @@ class DropPath(nn.Module):
 class SelfAttention(nn.Module):
     """Multi-head self-attention with a fused ``qkv`` projection (timm/MixSTE layout).
 
-    Shapes: ``x: [N, L, C] -> [N, L, C]``; softmax in float32.
+    Shapes: ``x: [N, L, C] -> [N, L, C]``; softmax in float32. Parameters
+    ``qkv`` and ``proj``. The default ``attention`` of :class:`TransformerBlock`.
     """
 
     num_heads: int
@@ -159,7 +166,12 @@ class Mlp(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm ViT block: ``x += DropPath(Attn(LN(x)))``, ``x += DropPath(MLP(LN(x)))``."""
+    """Pre-norm ViT block: ``x += DropPath(Attn(LN(x)))``, ``x += DropPath(MLP(LN(x)))``.
+
+    Parameters ``norm1, attn, norm2, mlp``. ``attention`` builds ``attn``: it is
+    called as ``attention(num_heads=, qkv_bias=, attn_dropout=, dtype=, name='attn')``
+    and the module as ``attn(h, deterministic=)`` on ``[B, L, C]``.
+    """
 
     num_heads: int
     mlp_ratio: float = 2.0
@@ -169,14 +181,19 @@ class TransformerBlock(nn.Module):
     drop_path: float = 0.0
     ln_eps: float = 1e-6
     dtype: jnp.dtype | None = None
+    attention: Callable[..., nn.Module] = SelfAttention
 
     @nn.compact
     def __call__(self, x: Array, *, deterministic: bool) -> Array:
         c = x.shape[-1]
         dp = DropPath(self.drop_path, name="drop_path")
         h = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm1")(x)
-        h = SelfAttention(
-            self.num_heads, self.qkv_bias, self.attn_dropout, dtype=self.dtype, name="attn"
+        h = self.attention(
+            num_heads=self.num_heads,
+            qkv_bias=self.qkv_bias,
+            attn_dropout=self.attn_dropout,
+            dtype=self.dtype,
+            name="attn",
         )(h, deterministic=deterministic)
         x = x + dp(h, deterministic=deterministic)
         h = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm2")(x)

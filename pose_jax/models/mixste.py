@@ -1,14 +1,41 @@
-"""MixSTE-based x0-predicting denoiser of D3DP (REFERENCE.md 2.2).
+"""MixSTE-based x0-predicting denoiser of D3DP.
 
-Tokens are (frame, joint) pairs. Each of ``depth`` stages runs a spatial block
-over the J joints of every frame and a temporal block over the F frames of every
-joint; one spatial and one temporal LayerNorm are shared by all stages. The 2D
-keypoints and the timestep enter only at the input.
+The network is ``MixSTE2`` of paTRICK-swk/D3DP ``common/mixste.py``. Tokens are
+(frame, joint) pairs. Each of ``depth`` stages runs a spatial block over the J
+joints of every frame and a temporal block over the F frames of every joint; one
+spatial and one temporal LayerNorm are shared by all stages. The 2D keypoints and
+the timestep enter only at the input.
+
+Pluggable parts (module fields of :class:`MixSTEDenoiser`; the defaults give
+D3DP's network, parameter for parameter):
+
+* ``embedding`` builds the per-token input projection ``joint_embed``: called as
+  ``embedding(features=C, dtype=, name='joint_embed')``, the module maps
+  ``[N, F, J, D_in] -> [N, F, J, C]`` (default :class:`~pose_jax.models.layers.TorchDense`).
+* ``spatial_block`` / ``temporal_block`` build stage ``i``'s blocks
+  ``spatial_i`` / ``temporal_i``. A block factory is any callable (a module class,
+  a ``functools.partial`` of one, :func:`transformer_block`, :class:`PerStage`)
+  taking the keyword arguments of :data:`BLOCK_ARGS` and returning a module
+  ``(x [B, L, C], *, deterministic) -> [B, L, C]`` (``L = J`` spatial, ``F``
+  temporal; a call may carry fewer frames than ``num_frames``). ``kind``,
+  ``stage``, ``depth`` and ``num_tokens`` let a factory build a different block
+  for some stages, e.g. KTPFormer's graph-prior blocks at stage 0::
+
+      MixSTEDenoiser(spatial_block=PerStage({0: KTPSpatialBlock}),
+                     temporal_block=PerStage({0: KTPTemporalBlock}))
+
+  Anything else a block needs (a skeleton :class:`~pose_jax.models.graph.Graph`,
+  another attention) is bound with ``functools.partial``, e.g.
+  ``functools.partial(transformer_block, attention=MyAttention)``.
+
+Factories must be hashable (classes, functions, partials, :class:`PerStage`):
+they are Flax module fields.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping
 
 import flax.linen as nn
 import jax
@@ -19,6 +46,68 @@ from pose_jax import _checks
 from pose_jax.models import layers
 
 Array = jax.Array
+
+BlockFactory = Callable[..., nn.Module]
+
+# The keyword arguments every block factory receives.
+BLOCK_ARGS = (
+    "name",  # 'spatial_<i>' or 'temporal_<i>' (the parameter subtree)
+    "kind",  # 'spatial' (attends over joints) or 'temporal' (over frames)
+    "stage",  # i, 0-based
+    "depth",  # number of stages
+    "num_tokens",  # the attended axis' configured length: num_joints or num_frames
+    "drop_path",  # this stage's stochastic-depth rate
+    "num_heads",
+    "mlp_ratio",
+    "dropout",
+    "attn_dropout",
+    "ln_eps",
+    "dtype",
+)
+
+
+def transformer_block(
+    *, kind: str, stage: int, depth: int, num_tokens: int, **hparams
+) -> layers.TransformerBlock:
+    """MixSTE's block factory: a :class:`~pose_jax.models.layers.TransformerBlock` per stage.
+
+    ``kind``, ``stage``, ``depth`` and ``num_tokens`` do not change it; ``hparams``
+    (the shared hyper-parameters, ``name``, and e.g. ``attention=`` bound with
+    ``functools.partial``) are its fields.
+    """
+    del kind, stage, depth, num_tokens
+    return layers.TransformerBlock(**hparams)
+
+
+@dataclasses.dataclass(frozen=True)
+class PerStage:
+    """A block factory picking a factory per stage: ``PerStage({0: KTPBlock})``.
+
+    Attributes:
+      stages: stage index -> block factory (a mapping, stored as sorted pairs so
+        the spec stays hashable).
+      default: the factory of every other stage (:func:`transformer_block`).
+    """
+
+    stages: Mapping[int, BlockFactory] | tuple[tuple[int, BlockFactory], ...]
+    default: BlockFactory = transformer_block
+
+    def __post_init__(self):
+        stages = dict(self.stages)
+        bad = [i for i in stages if not isinstance(i, int) or i < 0]
+        if bad:
+            raise ValueError(f"PerStage: stage indices must be ints >= 0; got {bad}.")
+        object.__setattr__(self, "stages", tuple(sorted(stages.items())))
+
+    def __call__(self, *, stage: int, depth: int, **kwargs) -> nn.Module:
+        too_deep = [i for i, _ in self.stages if i >= depth]
+        if too_deep:
+            raise ValueError(
+                f"PerStage: stage(s) {too_deep} do not exist in a stack of depth {depth} "
+                f"(stages 0..{depth - 1})."
+            )
+        factory = dict(self.stages).get(stage, self.default)
+        return factory(stage=stage, depth=depth, **kwargs)
 
 
 class MixSTEDenoiser(nn.Module):
@@ -41,6 +130,10 @@ class MixSTEDenoiser(nn.Module):
         is no time embedding, and ``x_t``/``t`` are ignored (33,783,811 parameters at
         paper size).
       dtype: compute dtype (parameters stay float32).
+      embedding: builds ``joint_embed``, ``[N, F, J, D_in] -> [N, F, J, C]`` (see the
+        module docstring; default :class:`~pose_jax.models.layers.TorchDense`).
+      spatial_block: block factory of ``spatial_<i>`` (default :func:`transformer_block`).
+      temporal_block: block factory of ``temporal_<i>`` (default :func:`transformer_block`).
     """
 
     num_frames: int = 243
@@ -55,17 +148,26 @@ class MixSTEDenoiser(nn.Module):
     out_dim: int = 3
     diffusion_inputs: bool = True
     dtype: jnp.dtype | None = None
+    embedding: Callable[..., nn.Module] = layers.TorchDense
+    spatial_block: BlockFactory = transformer_block
+    temporal_block: BlockFactory = transformer_block
 
-    def _block(self, name: str, rate: float) -> layers.TransformerBlock:
-        return layers.TransformerBlock(
+    def _block(self, kind: str, stage: int, rate: float) -> nn.Module:
+        """Stage ``stage``'s ``kind`` block, built by its factory (see :data:`BLOCK_ARGS`)."""
+        factory = self.spatial_block if kind == "spatial" else self.temporal_block
+        return factory(
+            name=f"{kind}_{stage}",
+            kind=kind,
+            stage=stage,
+            depth=self.depth,
+            num_tokens=self.num_joints if kind == "spatial" else self.num_frames,
+            drop_path=rate,
             num_heads=self.num_heads,
             mlp_ratio=self.mlp_ratio,
             dropout=self.dropout,
             attn_dropout=self.attn_dropout,
-            drop_path=rate,
             ln_eps=1e-6,
             dtype=self.dtype,
-            name=name,
         )
 
     @nn.compact
@@ -110,7 +212,7 @@ class MixSTEDenoiser(nn.Module):
             x = jnp.concatenate([x2d, x_t], axis=-1)
         else:  # deterministic MixSTE2 lifter: 2D in, no timestep (x_t and t are ignored)
             x = x2d
-        x = layers.TorchDense(c, dtype=self.dtype, name="joint_embed")(
+        x = self.embedding(features=c, dtype=self.dtype, name="joint_embed")(
             x.astype(self.dtype or jnp.float32)
         )
         x = x + self.param("spatial_pos_embed", nn.initializers.zeros, (1, 1, j, c))
@@ -129,7 +231,7 @@ class MixSTEDenoiser(nn.Module):
         )
         for i in range(self.depth):
             # Spatial attention over joints: [N*F, J, C].
-            x = self._block(f"spatial_{i}", float(rates[i]))(
+            x = self._block("spatial", i, float(rates[i]))(
                 x.reshape(n * f, j, c), deterministic=deterministic
             )
             x = spatial_norm(x).reshape(n, f, j, c)
@@ -139,7 +241,7 @@ class MixSTEDenoiser(nn.Module):
                 x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
             # Temporal attention over frames: [N*J, F, C].
             x = x.transpose(0, 2, 1, 3).reshape(n * j, f, c)
-            x = self._block(f"temporal_{i}", float(rates[i]))(x, deterministic=deterministic)
+            x = self._block("temporal", i, float(rates[i]))(x, deterministic=deterministic)
             x = temporal_norm(x).reshape(n, j, f, c).transpose(0, 2, 1, 3)
 
         x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="head_norm")(x)

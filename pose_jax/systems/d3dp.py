@@ -1,4 +1,6 @@
-"""D3DP (ICCV'23): x0-predicting diffusion on 243-frame clips (REFERENCE.md 2.3-2.5).
+"""D3DP (ICCV'23): x0-predicting diffusion on 243-frame clips.
+
+As paTRICK-swk/D3DP common/diffusionpose.py and main.py.
 
 Training: one ``t ~ U{0..T-1}`` per clip, ``x_t = sqrt(abar) x0 + sqrt(1-abar) eps``
 clamped to ``+-1.1 * scale``, loss MPJPE(x0_hat, x0) with the root joint included.
@@ -17,13 +19,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from pose_jax import diffusion
+from pose_jax import skeleton as skeleton_lib
 from pose_jax.models import ModelFns, get_model, make_model_fns
+from pose_jax.systems.base import SamplerInputs, SamplerSpec, System, model_kwargs
 
 Array = jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
-class D3DPSystem:
+class D3DPSystem(System):
     """Pure training and sampling functions of D3DP around a denoiser.
 
     Attributes:
@@ -43,12 +47,17 @@ class D3DPSystem:
 
     @classmethod
     def from_config(cls, config: Any, *, skeleton: str = "h36m") -> D3DPSystem:
-        """Builds the system from a config's ``model``, ``data`` and ``diffusion`` blocks."""
-        module = get_model(
-            config.model.name,
-            num_frames=config.data.num_frames,
-            drop_path_rate=config.model.drop_path_rate,
-        )
+        """Builds the system from a config's ``model``, ``data`` and ``diffusion`` blocks.
+
+        The denoiser is ``get_model(config.model.name, **config.model.kwargs)`` with the
+        clip length and drop-path rate of the config added (kwargs win).
+        """
+        overrides = {
+            "num_frames": config.data.num_frames,
+            "drop_path_rate": config.model.drop_path_rate,
+            **model_kwargs(config),
+        }
+        module = get_model(config.model.name, **overrides)
         return cls(
             make_model_fns(module),
             diffusion.make_schedule(config.diffusion.schedule, config.diffusion.num_steps),
@@ -98,17 +107,12 @@ class D3DPSystem:
 
     def make_sampler(
         self,
+        spec: SamplerSpec,
         *,
-        num_frames: int,
-        num_joints: int = 17,
-        num_hypotheses: int = 1,
-        num_iterations: int = 1,
-        eta: float = 1.0,
-        flip_tta: bool = True,
         mesh=None,
         compiler_options: Mapping[str, Any] | None = None,
     ) -> diffusion.Sampler:
-        """The compiled D3DP sampler.
+        """The compiled D3DP sampler of ``spec`` (``num_timesteps`` is not used).
 
         Called as ``sampler(params, {'pose_2d': [B, F, J, 2], ...}, key)``; its
         ``x0_steps [B, K, H, F, J, 3]`` are in scaled units (divide by ``scale``
@@ -124,17 +128,18 @@ class D3DPSystem:
         def denoise_fn(params, x_t, t, cond):
             return self.denoise(params, x_t, t, cond)
 
-        grid = diffusion.make_time_grid("d3dp", self.schedule.num_steps, num_iterations)
+        grid = diffusion.make_time_grid("d3dp", self.schedule.num_steps, spec.num_iterations)
+        num_joints = skeleton_lib.get_skeleton(self.skeleton).num_joints
         return diffusion.make_sampler(
             denoise_fn,
             self.schedule,
             grid,
-            event_shape=(num_frames, num_joints, 3),
-            num_hypotheses=num_hypotheses,
-            eta=eta,
+            event_shape=(spec.num_frames, num_joints, 3),
+            num_hypotheses=spec.num_hypotheses,
+            eta=spec.eta,
             prediction="x0",
             clip=self.clip * self.scale,
-            flip_mode="step" if flip_tta else None,
+            flip_mode="step" if spec.flip_tta else None,
             cond_flip_fn=cond_flip_fn,
             skeleton=self.skeleton,
             mesh=mesh,
@@ -148,11 +153,7 @@ class D3DPSystem:
         ``eval_config``; ``params`` are placed on the sampler's mesh once.
         """
         sampler = self.make_sampler(
-            num_frames=num_frames,
-            num_hypotheses=eval_config.num_hypotheses,
-            num_iterations=eval_config.num_iterations,
-            eta=eval_config.eta,
-            flip_tta=eval_config.flip_tta,
+            SamplerSpec.from_eval_config(eval_config, num_frames=num_frames)
         )
         placed = sampler.place_params(params)
 
@@ -161,6 +162,16 @@ class D3DPSystem:
             return self.sample_poses(sampler, placed, pose_2d, key)
 
         return sample_fn
+
+    def sampler_inputs(self, params: Any, pose_2d: Array, key: Array) -> SamplerInputs:
+        """``{'pose_2d'}``; no ``x_init`` (D3DP starts from noise drawn by the sampler)."""
+        del params, key
+        event = jnp.zeros((*pose_2d.shape[:-1], 3), jnp.float32)
+        return SamplerInputs({"pose_2d": pose_2d}, None, event)
+
+    def with_compute_dtype(self, dtype: Any) -> D3DPSystem:
+        """The denoiser computing in ``dtype`` (e.g. bfloat16); parameters stay float32."""
+        return dataclasses.replace(self, model=make_model_fns(self.model.module.clone(dtype=dtype)))
 
     def sample_poses(self, sampler: diffusion.Sampler, params: Any, pose_2d: Array, key: Array):
         """Runs ``sampler`` and returns every iteration's poses ``[B, K, H, F, J, 3]`` in metres."""

@@ -1,6 +1,7 @@
 """DiffPose (frame, video) and monoMotionDiff: diffusion *refinement* of a deterministic lifter.
 
-One system covers the three references (REFERENCE.md 4, 5, 6); a variant is a
+One system covers the three references (GONGJIA0208/Diffpose, GONGJIA0208/Diffpose_video,
+jjkislele/monoMotionDiff); a variant is a
 choice of parts made in the config:
 
 ==============  =================  ===============  ===========================  =========
@@ -44,6 +45,13 @@ import numpy as np
 from pose_jax import _checks, camera, diffusion
 from pose_jax import skeleton as skeleton_lib
 from pose_jax.models import ModelFns, gcn, get_model, make_model_fns
+from pose_jax.systems.base import (
+    SamplerInputs,
+    SamplerSpec,
+    System,
+    model_kwargs,
+    set_entries,
+)
 
 Array = jax.Array
 
@@ -157,13 +165,6 @@ def load_params(path: str, *, use_ema: bool = False) -> Any:
     )
 
 
-def _as_dict(d) -> dict:
-    """The set entries (not None) of a ConfigDict or mapping, as a plain dict."""
-    if d is None:
-        return {}
-    return {k: v for k, v in (d.to_dict() if hasattr(d, "to_dict") else d).items() if v is not None}
-
-
 def _check_params_like(fn: str, what: str, params: Any, expected: Any) -> None:
     got = jax.tree.map(lambda a: tuple(np.shape(a)), params)
     want = jax.tree.map(lambda a: tuple(a.shape), expected)
@@ -182,7 +183,7 @@ def _check_params_like(fn: str, what: str, params: Any, expected: Any) -> None:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class DiffPoseSystem:
+class DiffPoseSystem(System):
     """Training and refinement sampling of DiffPose / monoMotionDiff.
 
     Attributes:
@@ -201,7 +202,6 @@ class DiffPoseSystem:
         a GMM component's mean residual is added to it).
       reroot_init: subtract the root from the initialiser's xyz (not in DiffPose-video).
       initializer_params: frozen lifter params for the diffusion stage, or None.
-      single_frame: batches hold single frames ``[B, J, ...]`` (else clips).
       skeleton: joint layout (flips, root).
     """
 
@@ -220,7 +220,6 @@ class DiffPoseSystem:
     train_uv: str = "input"
     reroot_init: bool = True
     initializer_params: Any = None
-    single_frame: bool = True
     skeleton: str = "h36m"
 
     def __post_init__(self):
@@ -230,6 +229,20 @@ class DiffPoseSystem:
         _checks.check_choice(fn, "train_uv", self.train_uv, TRAIN_UV)
         if len(self.noise_scale) != 5:
             raise ValueError(f"{fn}: noise_scale {self.noise_scale} must have 5 entries (uvxyz).")
+
+    @property
+    def single_frame(self) -> bool:
+        """Single-frame batches, except to train a clip initialiser (DiffPose-video's MixSTE).
+
+        The refiners denoise every frame on its own; a frame-wise lifter (GraFormer)
+        trains on frames too.
+        """
+        return self.stage == "diffusion" or self.initializer.frame_wise
+
+    @property
+    def batch_keys(self) -> tuple[str, ...]:
+        """Poses plus what projects them to 2D (the GT-2D uv and the GMM fit need it)."""
+        return ("pose_3d", "pose_2d", "traj", "intrinsics")
 
     @property
     def num_joints(self) -> int:
@@ -249,12 +262,12 @@ class DiffPoseSystem:
         ``uv_noise``, ``gmm_*``, ``train_uv``, ``reroot_init``.
         """
         m, d = config.model, config.diffusion
-        lifter_kwargs = _as_dict(m.get("lifter_kwargs"))
+        lifter_kwargs = set_entries(m.get("lifter_kwargs"))
         initializer = make_initializer(get_model(m.lifter, **lifter_kwargs))
         system = cls(
             stage=m.stage,
             initializer=initializer,
-            denoiser=make_model_fns(get_model(m.name, **_as_dict(m.get("kwargs")))),
+            denoiser=make_model_fns(get_model(m.name, **model_kwargs(config))),
             schedule=diffusion.make_schedule(d.schedule, d.num_steps),
             noise_scale=tuple(float(s) for s in d.noise_scale),
             uv_noise=d.uv_noise,
@@ -265,7 +278,6 @@ class DiffPoseSystem:
             gmm_seed=int(config.train.seed),
             train_uv=d.train_uv,
             reroot_init=bool(d.reroot_init),
-            single_frame=bool(config.data.get("single_frame", True)),
             skeleton=skeleton,
         )
         if system.stage == "diffusion" and m.get("lifter_path"):
@@ -419,41 +431,59 @@ class DiffPoseSystem:
 
     # -- sampling -------------------------------------------------------------------
 
-    def make_sampler(
-        self,
-        *,
-        num_timesteps: int,
-        num_iterations: int,
-        num_hypotheses: int = 1,
-        eta: float = 0.0,
-        flip_tta: bool = False,
-        mesh=None,
-        compiler_options=None,
-    ) -> diffusion.Sampler:
-        """The refinement sampler on ``make_time_grid('diffpose', num_timesteps, num_iterations)``.
+    def make_sampler(self, spec: SamplerSpec, *, mesh=None, compiler_options=None):
+        """The refinement sampler on ``make_time_grid('diffpose', T_test, S)``.
 
-        Called as ``sampler(params, {'pose_2d': [N, J, 2]}, key, x_init [N, J, 5])``.
+        ``spec.num_timesteps`` is T_test (required), ``spec.num_iterations`` S; frames
+        are refined one by one (``spec.num_frames`` is not used). Called as
+        ``sampler(params, {'pose_2d': [N, J, 2]}, key, x_init [N, J, 5])``.
         """
-
-        def denoise_fn(params, x_t, t, cond):
-            return self.denoiser.apply_fn(params, x_t, t, cond)
-
-        grid = diffusion.make_time_grid("diffpose", num_timesteps, num_iterations)
+        if spec.num_timesteps is None:
+            raise ValueError(
+                "DiffPoseSystem.make_sampler: spec.num_timesteps (T_test, the step the "
+                "refinement starts below) is None; expected an integer (config.eval.num_timesteps)."
+            )
+        grid = diffusion.make_time_grid("diffpose", spec.num_timesteps, spec.num_iterations)
         return diffusion.make_sampler(
-            denoise_fn,
+            self.denoise,
             self.schedule,
             grid,
             event_shape=(self.num_joints, 5),
-            num_hypotheses=num_hypotheses,
-            eta=eta,
+            num_hypotheses=spec.num_hypotheses,
+            eta=spec.eta,
             prediction="eps",
             clip=None,
-            flip_mode="chain" if flip_tta else None,
+            flip_mode="chain" if spec.flip_tta else None,
             flip_fn=diffusion.make_flip_fn(self.skeleton, negate_channels=(0, 2)),
             skeleton=self.skeleton,
             mesh=mesh,
             compiler_options=compiler_options,
         )
+
+    def denoise(self, params: Any, x_t: Array, t: Array, cond: Mapping[str, Array]) -> Array:
+        """The epsilon prediction for ``x_t [N, J, 5]`` given ``cond['pose_2d'] [N, J, 2]``."""
+        return self.denoiser.apply_fn(params, x_t, t, cond)
+
+    def sampler_inputs(self, params: Any, pose_2d: Array, key: Array) -> SamplerInputs:
+        """Frames of ``pose_2d [B, F, J, 2]`` as ``[B*F, J, ...]`` refiner inputs.
+
+        ``x_init`` is uv with the trained initialiser's xyz when the system has
+        initialiser params, else ``0.2 * N(0, 1)`` xyz drawn from ``key``.
+        """
+        del params
+        b, f, j, _ = pose_2d.shape
+        if self.initializer_params is not None:
+            xyz = self.initial_pose(self.initializer_params, pose_2d).reshape(b * f, j, 3)
+        else:
+            xyz = 0.2 * jax.random.normal(key, (b * f, j, 3))
+        uv = jnp.asarray(pose_2d).reshape(b * f, j, 2)
+        x_init = jnp.concatenate([uv, xyz], -1)
+        return SamplerInputs({"pose_2d": uv}, x_init, x_init)
+
+    def with_compute_dtype(self, dtype: Any) -> DiffPoseSystem:
+        """The denoiser computing in ``dtype`` (the initialiser is unchanged)."""
+        module = self.denoiser.module.clone(dtype=dtype)
+        return dataclasses.replace(self, denoiser=make_model_fns(module))
 
     def initial_pose(self, init_params: Any, pose_2d: Array, *, flip_tta: bool = False) -> Array:
         """The initialiser's xyz ``[B, F, J, 3]`` for ``pose_2d [B, F, J, 2]`` (pure, jit-able).
@@ -531,11 +561,7 @@ class DiffPoseSystem:
         initial = jax.jit(functools.partial(self.initial_pose, flip_tta=init_flip))
         if self.stage == "diffusion":
             sampler = self.make_sampler(
-                num_timesteps=int(eval_config.num_timesteps),
-                num_iterations=int(eval_config.num_iterations),
-                num_hypotheses=int(eval_config.num_hypotheses),
-                eta=float(eval_config.eta),
-                flip_tta=bool(eval_config.flip_tta),
+                SamplerSpec.from_eval_config(eval_config, num_frames=num_frames),
                 compiler_options=eval_config.get("compiler_options") or None,
             )
             placed = sampler.place_params(params)

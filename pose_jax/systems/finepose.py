@@ -1,6 +1,7 @@
 """FinePOSE (CVPR'24): D3DP's diffusion with a fine-grained, part-aware text prompt.
 
-REFERENCE.md 2.7. Training and sampling are D3DP's (:class:`~pose_jax.systems.d3dp.D3DPSystem`);
+PKU-ICST-MIPL/FinePOSE_CVPR2024 (common/mixste_finepose.py, main.py).
+Training and sampling are D3DP's (:class:`~pose_jax.systems.d3dp.D3DPSystem`);
 what changes is the denoiser (:class:`~pose_jax.models.finepose.FinePOSEDenoiser`)
 and the prompt that conditions it. Prompt features (CLIP -> prompt encoder ->
 ``P``, ``xf_proj``) are computed once per clip batch and passed to every
@@ -16,7 +17,7 @@ is trained, so CLIP's output for every prompt of the vocabulary is computed
 once when the system is built (:attr:`FinePOSESystem.clip_table`) and CLIP never
 runs in the training step.
 
-Modes (``config.model.mode``):
+Variants (``config.model.finepose_variant``, the system's ``mode``):
 
 * ``'reference'``: as the released code: context vectors frozen at their
   initialisation, the ground-truth action word at test time too, and the
@@ -55,6 +56,7 @@ from pose_jax.models.finepose import (
     FinePOSEDenoiser,
     PromptBranch,
 )
+from pose_jax.systems.base import SamplerInputs, SamplerSpec, model_kwargs
 from pose_jax.systems.d3dp import D3DPSystem
 
 Array = jax.Array
@@ -169,12 +171,12 @@ class FinePOSESystem(D3DPSystem):
         checkpoint, see :meth:`with_full_params`).
         """
         m = config.model
-        mode = m.get("mode", "reference")
+        mode = m.get("finepose_variant", "reference")
         _checks.check_choice("FinePOSESystem", "mode", mode, MODES)
         overrides = {
             "num_frames": config.data.num_frames,
             "drop_path_rate": m.drop_path_rate,
-            **_plain(m.get("kwargs") or {}),
+            **model_kwargs(config),
         }
         module = get_model(m.name, **overrides)
         if not isinstance(module, FinePOSEDenoiser):
@@ -255,6 +257,20 @@ class FinePOSESystem(D3DPSystem):
 
     # -- prompts ----------------------------------------------------------------------
 
+    def sampler_inputs(self, params: Any, pose_2d: Array, key: Array) -> SamplerInputs:
+        """D3DP's inputs plus the prompt features of action class 0 for every clip."""
+        inputs = super().sampler_inputs(params, pose_2d, key)
+        ids = self.prompt_ids(jnp.zeros(pose_2d.shape[:1], jnp.int32))
+        return inputs._replace(cond={**inputs.cond, **self.prompt_features(params, ids)})
+
+    def with_compute_dtype(self, dtype: Any) -> FinePOSESystem:
+        """Both denoisers (sampling and training rows) computing in ``dtype``."""
+        return dataclasses.replace(
+            self,
+            model=make_model_fns(self.model.module.clone(dtype=dtype)),
+            train_model=make_model_fns(self.train_model.module.clone(dtype=dtype)),
+        )
+
     def prompt_ids(self, action: Array) -> Array:
         """Batch ``'action'`` class indices ``[B]`` (-1: none) -> prompt rows ``[B]``."""
         action = jnp.asarray(action, jnp.int32)
@@ -307,6 +323,13 @@ class FinePOSESystem(D3DPSystem):
         )
 
     # -- training -------------------------------------------------------------------
+
+    @property
+    def batch_keys(self) -> tuple[str, ...]:
+        """D3DP's keys plus the action class where the prompt names it (Human3.6M)."""
+        if self.model.module.prompt_layout == "h36m":
+            return (*super().batch_keys, "action")
+        return super().batch_keys
 
     def example_batch(self, num_frames: int, num_joints: int = 17) -> dict[str, np.ndarray]:
         out = super().example_batch(num_frames, num_joints)
@@ -371,11 +394,7 @@ class FinePOSESystem(D3DPSystem):
         source = eval_config.get("action_source", "ground_truth")
         _checks.check_choice("make_eval_sample_fn", "action_source", source, ACTION_SOURCES)
         sampler = system.make_sampler(
-            num_frames=num_frames,
-            num_hypotheses=eval_config.num_hypotheses,
-            num_iterations=eval_config.num_iterations,
-            eta=eval_config.eta,
-            flip_tta=eval_config.flip_tta,
+            SamplerSpec.from_eval_config(eval_config, num_frames=num_frames)
         )
         return _EvalSampleFn(system, sampler, sampler.place_params(params), params, source)
 
@@ -454,11 +473,6 @@ class _EvalSampleFn:
             action = -1
         feats = self._encode(*self._args, np.full((b,), action, np.int32))
         return self.system.sample_poses(self.sampler, self.placed, pose_2d, key, features=feats)
-
-
-def _plain(d) -> dict:
-    """A ConfigDict (or dict) as a plain dict."""
-    return d.to_dict() if hasattr(d, "to_dict") else dict(d)
 
 
 def _make_frozen(module, mode, words, pool, clip_weights, seed) -> tuple[dict, str]:

@@ -1,5 +1,8 @@
 """CLIP's byte-pair tokenizer, reading OpenAI's vocabulary file from disk.
 
+Written here so that FinePOSE's prompts tokenise exactly as CLIP's without
+importing torch or openai-clip and without downloading: it only reads the vocab file.
+
 The vocabulary (``bpe_simple_vocab_16e6.txt.gz``, 48,894 merges, MIT licence,
 copyright OpenAI) is not shipped with pose_jax and never downloaded at run time.
 :func:`find_vocab_file` looks for it, in order, at

@@ -27,18 +27,25 @@ def _positive(config: Any, key: str, *, allow_zero: bool = False) -> None:
 
 
 def check_duration(config: Any) -> None:
-    """``train.num_steps`` >= 0 and, when it is 0, ``train.num_epochs`` > 0."""
+    """One training duration: exactly one of ``train.num_steps``/``num_epochs`` is > 0."""
     steps = config.train.get("num_steps", 0) or 0
     epochs = config.train.get("num_epochs", 0) or 0
-    if steps < 0:
+    for key, value in (("num_steps", steps), ("num_epochs", epochs)):
+        if value < 0:
+            raise ConfigError(
+                f"config.train.{key} is {value}; expected >= 0 (0 leaves it unset: the run "
+                "trains for the other of train.num_steps / train.num_epochs)."
+            )
+    if steps and epochs:
         raise ConfigError(
-            f"config.train.num_steps is {steps}; expected >= 0 (0: train for "
-            "train.num_epochs epochs)."
+            f"config.train.num_steps={steps} and config.train.num_epochs={epochs} are both "
+            "set; a run has one duration: set the other to 0 (e.g. "
+            "--config.train.num_epochs=0 to train for the steps)."
         )
-    if steps == 0 and epochs <= 0:
+    if not steps and not epochs:
         raise ConfigError(
-            f"config.train.num_steps is 0 and config.train.num_epochs is {epochs}; set one "
-            "of them to a positive number (the run would train for no step)."
+            "config.train.num_steps and config.train.num_epochs are both 0; set one of "
+            "them to a positive number (the run would train for no step)."
         )
 
 
@@ -87,7 +94,6 @@ def check_train_config(
     check_duration(config)
     _positive(config, "train.log_every_steps")
     _positive(config, "train.checkpoint_every_steps")
-    _positive(config, "train.eval_every_steps", allow_zero=True)
     check_batch(config, num_devices=num_devices, num_processes=num_processes)
     check_frames(config, longest_sequence, split=config.data.train_split)
     check_eval_config(config)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
+from pose_jax import model_state
 from pose_jax import sharding as sharding_lib
 from pose_jax.training import checkpointing, optimizers, train_state, train_step
 
@@ -163,9 +164,15 @@ def global_batch(local: Mapping[str, Any], mesh, keys: tuple[str, ...]) -> dict[
 
 
 def total_steps(config: Any, steps_per_epoch: int) -> int:
-    """Updates a run makes: ``train.num_steps`` when > 0, else ``num_epochs * steps_per_epoch``."""
+    """Updates a run makes: ``train.num_steps``, or ``train.num_epochs * steps_per_epoch``.
+
+    Exactly one of the two is set (> 0); :mod:`pose_jax.training.config_checks` refuses
+    a config that sets both or neither.
+    """
     tcfg = config.train
-    return int(tcfg.num_steps) if tcfg.get("num_steps") else int(tcfg.num_epochs * steps_per_epoch)
+    if tcfg.get("num_steps"):
+        return int(tcfg.num_steps)
+    return int(tcfg.num_epochs * steps_per_epoch)
 
 
 def make_optimizer_from_config(config: Any, steps_per_epoch: int):
@@ -195,7 +202,7 @@ def make_state_initializer(
     Keys: ``(init_key, state_key) = split(key(config.train.seed))``; only the shapes
     of ``init_batch`` matter (its first row is used).
     """
-    keys = tuple(config.train.batch_keys)
+    keys = tuple(system.batch_keys)
     init_key, state_key = jax.random.split(jax.random.key(config.train.seed))
     example = {k: jnp.asarray(np.asarray(init_batch[k])[:1]) for k in keys}
 
@@ -234,6 +241,71 @@ def state_shardings_from_config(config: Any, init_state: Callable, mesh) -> tupl
     return abstract, shardings
 
 
+def _create_state(config: Any, system: Any, init_batch, optimizer, mesh):
+    """``(state, its shardings)``: created directly in its final layout on ``mesh``.
+
+    Replicated, or split over the devices with ``mesh.param_sharding='fsdp'``: no
+    device ever holds more than its share. Process 0 prints the sizes.
+    """
+    init_state = make_state_initializer(config, system, init_batch, optimizer)
+    abstract, state_sharding = state_shardings_from_config(config, init_state, mesh)
+    state = jax.jit(init_state, out_shardings=state_sharding)()
+    if _is_main():
+        weights, running = model_state.split(abstract.params)
+        n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(weights))
+        n_running = sum(math.prod(x.shape) for x in jax.tree.leaves(running or {}))
+        also = f" (+ {n_running:,} running statistics)" if n_running else ""
+        per_device = sharding_lib.bytes_per_device(abstract, state_sharding)
+        print(
+            f"train: {n_params:,} parameters{also}; train state {per_device / 2**20:.1f} MiB per "
+            f"device over {mesh.size} devices "
+            f"(mesh.param_sharding={config.mesh.get('param_sharding', 'replicated')}).",
+            flush=True,
+        )
+    return state, state_sharding
+
+
+def _check_finite(host: list[dict], last_good: int | None) -> None:
+    for m in host:
+        bad = [k for k in ("loss", "grad_norm") if not math.isfinite(float(m[k]))]
+        if bad:
+            raise NonFiniteLossError(
+                f"train: non-finite {', '.join(bad)} at step {int(m['step'])} "
+                f"(loss={float(m['loss'])}, grad_norm={float(m['grad_norm'])}); "
+                f"last good checkpoint: {last_good}."
+            )
+
+
+class _Logger:
+    """Collects the per-step metrics on device and writes them every ``log_every_steps``."""
+
+    def __init__(self, writer: MetricWriter, schedule, bar, manager):
+        self.writer, self.schedule, self.bar, self.manager = writer, schedule, bar, manager
+        self.pending: list[dict] = []
+        self.tick = time.perf_counter()
+
+    def flush(self, step: int, done: int) -> None:
+        """Fetches the pending metrics (one transfer), checks them and writes the last."""
+        host = jax.device_get(self.pending)
+        self.pending = []
+        _check_finite(host, self.manager.latest_step())
+        elapsed = time.perf_counter() - self.tick
+        self.tick = time.perf_counter()
+        scalars = {k: float(v) for k, v in host[-1].items() if k != "step"}
+        scalars["lr"] = float(self.schedule(step))
+        scalars["steps_per_sec"] = len(host) / max(elapsed, 1e-9)
+        self.writer.write(done, scalars)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
+
+
+def _say_stopped(done: int) -> None:
+    if _is_main():
+        n = jax.process_count()
+        who = f" by at least one of {n} processes" if n > 1 else ""
+        print(f"train: SIGTERM received{who}; saved step {done} and stopped.", flush=True)
+
+
 def train(
     config: Any,
     workdir: str | epath.Path,
@@ -242,7 +314,6 @@ def train(
     train_iter: Iterator[Mapping[str, Any]],
     steps_per_epoch: int,
     init_batch: Mapping[str, np.ndarray],
-    eval_fn: Callable[[Any, int], Mapping[str, float]] | None = None,
 ) -> train_state.TrainState:
     """Trains ``system`` and returns the final state (checkpointed under ``workdir``).
 
@@ -250,130 +321,64 @@ def train(
       config: ``ml_collections.ConfigDict`` with blocks ``optim``, ``train``, ``mesh``,
         ``ckpt`` (see ``configs/d3dp_h36m.py``).
       workdir: run directory (local or ``gs://``): checkpoints, ``metrics.jsonl``.
-      system: provides ``init_params(key, batch)`` and ``loss_fn(params, batch, rng)``.
+      system: a :class:`pose_jax.systems.System` (``init_params``, ``loss_fn``).
       train_iter: iterator of per-process batches (dicts of ``[b, ...]`` arrays);
         when it has ``get_state``/``set_state`` its position is checkpointed.
       steps_per_epoch: global updates per epoch (drives the per-epoch lr decay).
       init_batch: one batch (shapes only matter) to initialise the parameters.
-      eval_fn: optional ``(state, step) -> scalars`` run every
-        ``config.train.eval_every_steps`` and at the end.
 
     Raises:
       NonFiniteLossError: the loss or gradient norm became NaN/inf (names the step).
     """
     workdir = epath.Path(workdir)
     tcfg = config.train
-    keys = tuple(tcfg.batch_keys)
-
-    # -- Mesh -------------------------------------------------------------------
+    keys = tuple(system.batch_keys)
     mesh = sharding_lib.make_mesh(config.mesh.get("num_devices") or None)
-    rep = sharding_lib.replicated(mesh)
-
-    # -- Model and optimizer ----------------------------------------------------
     optimizer, schedule = make_optimizer_from_config(config, steps_per_epoch)
-    init_state = make_state_initializer(config, system, init_batch, optimizer)
-    # The state is created directly with its final shardings (replicated, or split
-    # over the devices with mesh.param_sharding='fsdp'): no device ever holds more.
-    abstract, state_sharding = state_shardings_from_config(config, init_state, mesh)
-    state = jax.jit(init_state, out_shardings=state_sharding)()
-    if _is_main():
-        n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params))
-        per_device = sharding_lib.bytes_per_device(abstract, state_sharding)
-        print(
-            f"train: {n_params:,} parameters; train state {per_device / 2**20:.1f} MiB per "
-            f"device over {mesh.size} devices "
-            f"(mesh.param_sharding={config.mesh.get('param_sharding', 'replicated')}).",
-            flush=True,
-        )
+    state, state_sharding = _create_state(config, system, init_batch, optimizer, mesh)
+    total = total_steps(config, steps_per_epoch)
 
-    # -- Restore ----------------------------------------------------------------
+    # A grain iterator's position is checkpointed with the state; a plain one is not.
+    data_iter = train_iter if hasattr(train_iter, "get_state") else None
     manager = checkpointing.make_checkpoint_manager(
         workdir / "checkpoints",
         max_to_keep=config.ckpt.max_to_keep,
-        with_data_iterator=hasattr(train_iter, "get_state"),
+        with_data_iterator=data_iter is not None,
     )
-    restored = checkpointing.restore_newest(
-        manager, state, data_iter=train_iter if hasattr(train_iter, "get_state") else None
-    )
+    restored = checkpointing.restore_newest(manager, state, data_iter=data_iter)
     if restored is not None:
         state = restored.state
-        _report_resume(manager, restored, total_steps(config, steps_per_epoch))
+        _report_resume(manager, restored, total)
     start = int(jax.device_get(state.step))
 
-    # -- Update step ------------------------------------------------------------
     step_fn = jax.jit(
         make_train_step_from_config(config, system, optimizer),
         in_shardings=(state_sharding, sharding_lib.batch_sharding(mesh)),
-        out_shardings=(state_sharding, rep),
+        out_shardings=(state_sharding, sharding_lib.replicated(mesh)),
         donate_argnums=(0,),
     )
-    total = total_steps(config, steps_per_epoch)
-    ckpt_cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-
-    def save(step: int) -> None:
-        checkpointing.save(
-            manager,
-            step,
-            state,
-            config=ckpt_cfg,
-            data_iter=train_iter if hasattr(train_iter, "get_state") else None,
-            force=True,
-        )
-
-    # -- Loop -------------------------------------------------------------------
+    ckpt_cfg = config.to_dict()
     writer = MetricWriter(workdir, tensorboard=tcfg.get("tensorboard", True))
     bar = _progress(total, start)
+    logger = _Logger(writer, schedule, bar, manager)
     preempt = _Preemption(mesh)
-    pending: list[dict] = []
-    tick = time.perf_counter()
     try:
         for step in range(start, total):
-            batch = global_batch(next(train_iter), mesh, keys)
-            state, metrics = step_fn(state, batch)
-            pending.append(metrics)
+            state, metrics = step_fn(state, global_batch(next(train_iter), mesh, keys))
+            logger.pending.append(metrics)
             done = step + 1
             if done % tcfg.log_every_steps == 0 or done == total:
-                host = jax.device_get(pending)
-                pending = []
-                for m in host:
-                    bad = [k for k in ("loss", "grad_norm") if not math.isfinite(float(m[k]))]
-                    if bad:
-                        raise NonFiniteLossError(
-                            f"train: non-finite {', '.join(bad)} at step {int(m['step'])} "
-                            f"(loss={float(m['loss'])}, grad_norm={float(m['grad_norm'])}); "
-                            f"last good checkpoint: {manager.latest_step()}."
-                        )
-                last = host[-1]
-                elapsed = time.perf_counter() - tick
-                tick = time.perf_counter()
-                scalars = {k: float(v) for k, v in last.items() if k != "step"}
-                scalars["lr"] = float(schedule(step))
-                scalars["steps_per_sec"] = len(host) / max(elapsed, 1e-9)
-                writer.write(done, scalars)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
+                logger.flush(step, done)
             if bar is not None:
                 bar.update(1)
             stop = preempt.should_stop()
             if done % tcfg.checkpoint_every_steps == 0 or done == total or stop:
-                save(done)
+                checkpointing.save(
+                    manager, done, state, config=ckpt_cfg, data_iter=data_iter, force=True
+                )
             if stop:
-                if _is_main():
-                    who = (
-                        f" by at least one of {jax.process_count()} processes"
-                        if jax.process_count() > 1
-                        else ""
-                    )
-                    print(
-                        f"train: SIGTERM received{who}; saved step {done} and stopped.", flush=True
-                    )
+                _say_stopped(done)
                 break
-            if (
-                eval_fn is not None
-                and tcfg.get("eval_every_steps")
-                and done % tcfg.eval_every_steps == 0
-            ):
-                writer.write(done, eval_fn(state, done))
     finally:
         if bar is not None:
             bar.close()

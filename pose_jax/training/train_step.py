@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pose_jax import _checks
+from pose_jax import _checks, model_state
 from pose_jax.training.train_state import TrainState
 
 # loss_fn(params, batch, rng) -> (scalar loss, dict of scalar metrics)
@@ -38,21 +38,36 @@ def make_train_step(
       ema_decay: when set, ``ema <- decay * ema + (1 - decay) * params`` after each update.
       gradient_mode: ``'standard'`` or ``'loss_times_grad'``: D3DP/FinePOSE call
         ``loss.backward(loss.detach())``, i.e. the gradient is ``L * grad L``
-        (REFERENCE.md 2.4); this option reproduces it exactly.
+        (D3DP main.py); this option reproduces it exactly.
 
     Returns:
       The update function. ``metrics`` holds ``loss``, ``grad_norm``, ``lr``-free
       scalars from ``loss_fn`` and ``step`` (the step *before* the update).
+
+    Stateful params (``{'params', 'batch_stats'}``, :mod:`pose_jax.model_state`): only
+    the weights are differentiated and updated; the running statistics become what
+    the loss's training-mode forward pass recorded (unchanged when it recorded none).
     """
     _checks.check_choice("make_train_step", "gradient_mode", gradient_mode, GRADIENT_MODES)
 
+    def objective(weights, running, batch, rng):
+        with model_state.collect() as recorded:
+            loss, aux = loss_fn(model_state.join(weights, running), batch, rng)
+        return loss, (aux, recorded.state)
+
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         rng = jax.random.fold_in(state.rng, state.step)
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
+        weights, running = model_state.split(state.params)
+        (loss, (aux, new_running)), grads = jax.value_and_grad(objective, has_aux=True)(
+            weights, running, batch, rng
+        )
         if gradient_mode == "loss_times_grad":
             grads = jax.tree.map(lambda g: g * jax.lax.stop_gradient(loss), grads)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        updates, opt_state = optimizer.update(grads, state.opt_state, weights)
+        weights = optax.apply_updates(weights, updates)
+        if running is not None and new_running is not None:
+            running = {**running, **new_running}
+        params = model_state.join(weights, running)
         ema = state.ema_params
         if ema is not None:
             d = jnp.asarray(ema_decay if ema_decay is not None else 0.999, jnp.float32)

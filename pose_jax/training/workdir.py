@@ -33,7 +33,6 @@ RESUMABLE_KEYS = (
     "train.num_epochs",
     "train.log_every_steps",
     "train.checkpoint_every_steps",
-    "train.eval_every_steps",
     "train.tensorboard",
     "data.data_dir",
     "data.manual_dir",

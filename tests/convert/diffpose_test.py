@@ -23,6 +23,7 @@ from pose_jax import convert, sharding
 from pose_jax import diffusion as diff
 from pose_jax.convert import diffpose as dconv
 from pose_jax.models import get_model, make_model_fns
+from pose_jax.systems.base import SamplerSpec
 from pose_jax.systems.diffpose import DiffPoseSystem, load_params, make_initializer
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures")
@@ -84,13 +85,9 @@ def _system(converted, denoiser, lifter, **kw):
 
 
 def _sampler(system, t_test, steps, **kw):
-    return system.make_sampler(
-        num_timesteps=t_test,
-        num_iterations=steps,
-        mesh=sharding.make_mesh(1),
-        compiler_options=O0,
-        **kw,
-    )
+    kw = {"eta": 0.0, "flip_tta": False, **kw}  # the refiners' defaults
+    spec = SamplerSpec(num_timesteps=t_test, num_iterations=steps, **kw)
+    return system.make_sampler(spec, mesh=sharding.make_mesh(1), compiler_options=O0)
 
 
 # ---------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from pose_jax.convert.finepose import (
 )
 from pose_jax.models import make_model_fns
 from pose_jax.models.finepose import FinePOSEDenoiser
+from pose_jax.systems.base import SamplerSpec
 from pose_jax.systems.finepose import FinePOSESystem, prompt_tokens, split_params
 from pose_jax.text import clip_bpe
 
@@ -291,12 +292,10 @@ def test_sampler_parity_through_the_system(converted, io):
     feats = encode(trainable, system.prompt_ids(np.full((b,), 2)))  # row 2: Eating
     cond = {"pose_2d": io["sample_pose_2d"], **feats}
     k = max(hp["sampling_timesteps"])  # K = 3: every iteration's x0, recorded noise
-    sampler = system.make_sampler(
-        num_frames=hp["num_frames"],
-        num_hypotheses=hp["num_proposals"],
-        num_iterations=k,
-        compiler_options=FAST_COMPILE,
+    spec = SamplerSpec(
+        num_frames=hp["num_frames"], num_hypotheses=hp["num_proposals"], num_iterations=k
     )
+    sampler = system.make_sampler(spec, compiler_options=FAST_COMPILE)
     init, steps = io[f"sample_k{k}_noise_init"], io[f"sample_k{k}_noise_steps"]
     last = np.full((init.shape[0], 1, *init.shape[1:]), np.nan, np.float32)  # sigma = 0 step
     step_noise = np.concatenate([np.moveaxis(steps, 0, 1), last], axis=1)

@@ -1,4 +1,5 @@
-"""Schedules and DDIM time grids against REFERENCE.md 2.3, 4.3 and 10.16."""
+"""Schedules and DDIM time grids against D3DP common/diffusionpose.py
+and DiffPose get_beta_schedule."""
 
 import jax
 import numpy as np

@@ -15,21 +15,6 @@ from launch import distributed, experiment
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.mark.parametrize(
-    "nodelist, host",
-    [
-        ("node1", "node1"),
-        ("node1,node2", "node1"),
-        ("gpu-[007-010,012],cpu1", "gpu-007"),
-        ("gpu-[012,007-010]", "gpu-012"),
-        ("rack[2-3]-n[01-04]", "rack2-n01"),
-        ("a[1-2],b[3-4]", "a1"),
-    ],
-)
-def test_first_host_reads_compressed_slurm_hostlists(nodelist, host):
-    assert distributed.first_host(nodelist) == host
-
-
 def test_no_variables_means_auto_detection():
     args = distributed.parse_environment({"HOME": "/root"})
     assert args == distributed.DistributedArgs("auto")
@@ -92,44 +77,63 @@ def test_pose_jax_variables_are_checked(env, match):
         distributed.parse_environment(env)
 
 
-def test_slurm_step_nodelist_first_then_nodelist():
+# Under srun: what jax's own SLURM detection reads (jax._src.clusters.slurm_cluster).
+_SRUN_ENV = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_NTASKS": "16",
+    "SLURM_PROCID": "9",
+    "SLURM_LOCALID": "1",
+    "SLURM_NODELIST": "all[01-08]",
+    "SLURM_STEP_NODELIST": "gpu[03-04]",
+    "SLURM_NTASKS_PER_NODE": "8(x2)",
+}
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        _SRUN_ENV,
+        # sbatch sets SLURM_NTASKS and SLURM_NODELIST but no SLURM_PROCID outside srun.
+        {"SLURM_NTASKS": "4", "SLURM_NODELIST": "n[1-4]"},
+        {"OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_RANK": "1"},
+    ],
+)
+def test_cluster_variables_are_left_to_jax(env):
+    assert distributed.parse_environment(env) == distributed.DistributedArgs("auto")
+
+
+def test_slurm_without_pose_jax_variables_calls_initialize_with_no_arguments(monkeypatch):
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **kw: calls.append((a, kw)))
+    args = distributed.initialize_from_environment(dict(_SRUN_ENV))
+    assert args.source == "auto"
+    assert calls == [((), {})]
+
+
+def test_pose_jax_variables_win_over_slurm_when_initializing(monkeypatch):
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **kw: calls.append((a, kw)))
     env = {
-        "SLURM_NTASKS": "16",
-        "SLURM_PROCID": "9",
-        "SLURM_NODELIST": "all[01-08]",
-        "SLURM_STEP_NODELIST": "gpu[03-04]",
-        "SLURM_LOCALID": "1",
-        "SLURM_NTASKS_PER_NODE": "8(x2)",
-        "CUDA_VISIBLE_DEVICES": "1",  # srun --gpus-per-task=1 bound one GPU
+        **_SRUN_ENV,
+        "POSE_JAX_COORDINATOR": "10.0.0.2:1234",
+        "POSE_JAX_NUM_PROCESSES": "4",
+        "POSE_JAX_PROCESS_ID": "3",
     }
-    args = distributed.parse_environment(env)
-    assert args.source == "slurm"
-    assert args.kwargs() == {
-        "coordinator_address": f"gpu03:{distributed.DEFAULT_PORT}",
-        "num_processes": 16,
-        "process_id": 9,
-    }
-    del env["SLURM_STEP_NODELIST"]
-    env["POSE_JAX_COORDINATOR_PORT"] = "7000"
-    assert distributed.parse_environment(env).coordinator_address == "all01:7000"
+    assert distributed.initialize_from_environment(env).source == "pose_jax"
+    assert calls == [
+        ((), {"coordinator_address": "10.0.0.2:1234", "num_processes": 4, "process_id": 3})
+    ]
 
 
-def test_slurm_with_all_gpus_visible_picks_the_local_rank():
-    env = {
-        "SLURM_NTASKS": "8",
-        "SLURM_PROCID": "6",
-        "SLURM_STEP_NODELIST": "gpu[1-2]",
-        "SLURM_LOCALID": "2",
-        "SLURM_NTASKS_PER_NODE": "4(x2)",
-        "CUDA_VISIBLE_DEVICES": "0,1,2,3",
-    }
-    assert distributed.parse_environment(env).kwargs()["local_device_ids"] == [2]
+def test_no_cluster_found_says_what_to_set(monkeypatch):
+    def no_cluster(**kwargs):
+        del kwargs
+        raise ValueError("coordinator_address should be defined.")
 
-
-def test_slurm_batch_script_without_srun_is_not_distributed():
-    # sbatch sets SLURM_NTASKS and SLURM_NODELIST but no SLURM_PROCID outside srun.
-    env = {"SLURM_NTASKS": "4", "SLURM_NODELIST": "n[1-4]"}
-    assert distributed.parse_environment(env).source == "auto"
+    monkeypatch.setattr(jax.distributed, "initialize", no_cluster)
+    with pytest.raises(ValueError, match=r"found no cluster.*POSE_JAX_COORDINATOR.*srun") as e:
+        distributed.initialize_from_environment({"HOME": "/root"})
+    assert "coordinator_address should be defined" in str(e.value)
 
 
 def test_initialize_from_environment_passes_the_parsed_arguments(monkeypatch):

@@ -53,7 +53,7 @@ def test_bad_config_values_are_refused_before_training(key, value, expected, tmp
 
 def test_zero_steps_and_zero_epochs_is_refused():
     config = tiny_config("/unused", **{"train.num_steps": 0, "train.num_epochs": 0})
-    with pytest.raises(ConfigError, match="num_epochs is 0; set one of them"):
+    with pytest.raises(ConfigError, match="are both 0; set one of them"):
         config_checks.check_duration(config)
 
 

@@ -65,7 +65,7 @@ def tiny():
 
 
 def test_paper_size_parameter_counts():
-    """REFERENCE.md 2.7: 49,312,771 without CLIP; CLIP ViT-B/32's text tower 63,165,952."""
+    """The PyTorch FinePOSE: 49,312,771 without CLIP; CLIP ViT-B/32's text tower 63,165,952."""
     module = models.get_model("finepose")
     x, t, cond = _inputs(n=1, f=243)
     shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), x, t, cond)["params"])

@@ -125,7 +125,7 @@ def test_graphnet_adjacency_starts_at_identity_and_is_column_normalised():
     "name, count", [("gcndiff", 1_025_674), ("mmdiff", 1_872_990), ("graformer", 654_344)]
 )
 def test_reference_size_parameter_counts(name, count):
-    # REFERENCE.md 4.2 / 6.2 [computed]; the mmdiff count includes the reference's
+    # Counted from the PyTorch references; the mmdiff count includes the reference's
     # registered-but-unused guide residual block and guide output ChebConv.
     module = models.get_model(name)
     x, t, c = _inputs(n=1)

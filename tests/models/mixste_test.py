@@ -30,7 +30,7 @@ def test_shapes_and_dtypes(name):
 
 
 def test_paper_size_parameter_count():
-    # REFERENCE.md 2.2: 34,835,459 parameters for embed 512, depth 8.
+    # The PyTorch D3DP MixSTE2: 34,835,459 parameters for embed 512, depth 8.
     module = models.get_model("d3dp")
     x, t, c = _inputs(n=1, f=243)
     shapes = jax.eval_shape(
@@ -112,7 +112,7 @@ def test_torch_init_bounds_and_sinusoid():
 
 
 def test_lifter_variant_is_mixste2():
-    # REFERENCE.md 2.2: vanilla MixSTE (2-channel input, no time MLP) has 33,783,811 params.
+    # The PyTorch vanilla MixSTE (2-channel input, no time MLP) has 33,783,811 params.
     module = models.get_model("mixste_lifter")
     x, t, c = _inputs(n=1, f=243)
     shapes = jax.eval_shape(

@@ -81,7 +81,10 @@ def test_reference_settings_per_variant():
     assert diffusion.make_time_grid("diffpose", gt.eval.num_timesteps, 2)[0, 0] == 6
     video = diffpose_video_h36m.get_config("keypoints=cpn")
     assert tuple(video.diffusion.noise_scale) == (0.5, 0.5, 1.0, 1.0, 1.0)
-    assert (video.data.num_frames, video.data.single_frame, video.diffusion.reroot_init) == (
+    video_single_frame = diffpose.DiffPoseSystem.from_config(
+        video
+    ).single_frame  # was data.single_frame
+    assert (video.data.num_frames, video_single_frame, video.diffusion.reroot_init) == (
         243,
         True,
         False,

@@ -74,12 +74,13 @@ def test_train_and_evaluate_on_synthetic_data(tmp_path, monkeypatch):
     monkeypatch.setattr(
         FinePOSESystem,
         "make_sampler",
-        lambda self, **kw: real_make(self, **kw, compiler_options=FAST),
+        lambda self, spec, **kw: real_make(self, spec, **kw, compiler_options=FAST),
     )
 
     build("synthetic_pose", "tiny", data_dir=str(tmp_path / "data"), progress=False)
     c = _config("mode=reference", tmp_path / "data")
-    assert get_system(c.system) is FinePOSESystem and "action" in c.train.batch_keys
+    batch_keys = FinePOSESystem.from_config(c).batch_keys  # was config.train.batch_keys
+    assert get_system(c.system) is FinePOSESystem and "action" in batch_keys
     out = experiment.train_and_evaluate(c, str(tmp_path / "run"))
     state, results = out["state"], out["results"]
     assert int(state.step) == 2
@@ -150,7 +151,7 @@ def test_eval_sample_fn_prompts_once_per_batch_and_label_sources(paper, monkeypa
     monkeypatch.setattr(
         FinePOSESystem,
         "make_sampler",
-        lambda self, **kw: real_make(self, **kw, compiler_options=FAST),
+        lambda self, spec, **kw: real_make(self, spec, **kw, compiler_options=FAST),
     )
     pose_2d = _batch(2)["pose_2d"]
     sample_fn = system.make_eval_sample_fn(ecfg, params, num_frames=9)
@@ -183,7 +184,7 @@ def test_3dhp_config_has_no_action():
     c.data.num_frames = 9
     system = FinePOSESystem.from_config(c, skeleton="3dhp")
     assert system.model.module.prompt_layout == "3dhp" and system.prompt_words.shape == (1, 6, 4)
-    assert int(system.pool_index[0]) == 76 and "action" not in c.train.batch_keys
+    assert int(system.pool_index[0]) == 76 and "action" not in system.batch_keys
     info = system.protocol_info(c.eval)
     assert (
         info["action_label"].startswith("not used") and not info["action_label_from_ground_truth"]
