@@ -216,8 +216,11 @@ def _checkpoint_dir(workdir: epath.Path) -> epath.Path:
     )
 
 
-def restore_params(config, workdir: epath.Path, system) -> Any:
-    """Newest restorable checkpoint's params (EMA params when ``config.eval.use_ema``)."""
+def restore_params(config, workdir: epath.Path, system, *, who: str = "evaluate") -> Any:
+    """Newest restorable checkpoint's params (EMA params when ``config.eval.use_ema``).
+
+    ``who`` starts the lines it prints (the entry point using it).
+    """
     manager = checkpointing.make_checkpoint_manager(
         _checkpoint_dir(workdir), with_data_iterator=False
     )
@@ -244,8 +247,8 @@ def restore_params(config, workdir: epath.Path, system) -> Any:
         )
     if jax.process_index() == 0:
         for step, reason in restored.skipped:
-            print(f"evaluate: skipped checkpoint step {step}, it does not restore ({reason}).")
-        print(f"evaluate: checkpoint step {restored.step} of {manager.directory}.", flush=True)
+            print(f"{who}: skipped checkpoint step {step}, it does not restore ({reason}).")
+        print(f"{who}: checkpoint step {restored.step} of {manager.directory}.", flush=True)
     state = restored.state
     if config.eval.use_ema:
         if state.ema_params is None:

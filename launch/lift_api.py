@@ -50,7 +50,7 @@ class Lifter(lift.Lifter):
         root = workdir_lib.resolve(os.fspath(workdir))
         config = run_config(root) if config is None else config
         system = experiment.make_system(config)
-        params, step = experiment.restore_params(config, root, system)
+        params, step = experiment.restore_params(config, root, system, who="lift")
         description = {"run": os.fspath(root), "system": config.system, "step": int(step)}
         return cls._build(system, params, config, description)
 
