@@ -35,6 +35,7 @@ _DENOISERS = {
     "d3dp": ("d3dp_h36m", ""),
     "finepose": ("finepose_h36m", ""),
     "mmdiff": ("mmdiff_h36m", ""),
+    "ktpformer": ("ktpformer_h36m", ""),
     "gcndiff": (None, ""),  # frame or video: decided by the lifter
 }
 _LIFTERS = {"graformer": "diffpose_frame_h36m", "mixste_lifter": "diffpose_video_h36m"}
@@ -160,7 +161,7 @@ def _apply(config, model, cfg, lifter_model, lifter_kwargs, lifter) -> None:
         return
     config.model.name = cfg["model"]
     config.model.kwargs = ml_collections.ConfigDict(kwargs)
-    if model in ("d3dp", "finepose"):
+    if model in ("d3dp", "finepose", "ktpformer"):
         config.data.num_frames = int(kwargs.get("num_frames", config.data.num_frames))
         schedule = cfg.get("diffusion") or {}
         if schedule.get("schedule") == "cosine":

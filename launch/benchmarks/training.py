@@ -191,7 +191,7 @@ def _time_batch(step: _Step, host: list[dict]) -> dict:
     """One batch size's row: the compiled (and, unless ``compile_only``, timed) step."""
     import jax
 
-    from pose_jax import benchmarking
+    from pose_jax import benchmarking, model_state
 
     b = int(next(iter(host[0].values())).shape[0])
     if step.compile_only:
@@ -205,7 +205,8 @@ def _time_batch(step: _Step, host: list[dict]) -> dict:
         on_device = [jax.device_put(h, step.batch_sh) for h in host]
         jax.block_until_ready(on_device)
         state = step.init_state()
-    n_params = sum(x.size for x in jax.tree.leaves(state.params))
+    # Trained weights only (BatchNorm running statistics are state, not parameters).
+    n_params = sum(x.size for x in jax.tree.leaves(model_state.weights(state.params)))
     compiled, compile_s = benchmarking.compile_timed(
         step.step_fn,
         state,

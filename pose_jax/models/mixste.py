@@ -19,10 +19,14 @@ D3DP's network, parameter for parameter):
   ``(x [B, L, C], *, deterministic) -> [B, L, C]`` (``L = J`` spatial, ``F``
   temporal; a call may carry fewer frames than ``num_frames``). ``kind``,
   ``stage``, ``depth`` and ``num_tokens`` let a factory build a different block
-  for some stages, e.g. KTPFormer's graph-prior blocks at stage 0::
+  for some stages, e.g. a graph-prior block at stage 0 only::
 
-      MixSTEDenoiser(spatial_block=PerStage({0: KTPSpatialBlock}),
-                     temporal_block=PerStage({0: KTPTemporalBlock}))
+      MixSTEDenoiser(spatial_block=PerStage({0: MyGraphBlock}),
+                     temporal_block=PerStage({0: MyChainBlock}))
+
+  (KTPFormer itself, ``pose_jax/models/ktpformer.py``, puts its kinematics prior in
+  the ``embedding`` field, since the reference's graph convolution is the joint
+  embedding, and its stage-0 attention blocks in ``PerStage``.)
 
   Anything else a block needs (a skeleton :class:`~pose_jax.models.graph.Graph`,
   another attention) is bound with ``functools.partial``, e.g.
@@ -81,7 +85,7 @@ def transformer_block(
 
 @dataclasses.dataclass(frozen=True)
 class PerStage:
-    """A block factory picking a factory per stage: ``PerStage({0: KTPBlock})``.
+    """A block factory picking a factory per stage: ``PerStage({0: MyBlock})``.
 
     Attributes:
       stages: stage index -> block factory (a mapping, stored as sorted pairs so
