@@ -454,6 +454,18 @@ class BuildReport:
             logging.warning("%s: %s", who, note)
 
 
+@dataclasses.dataclass(eq=False)
+class PoseConfig(tfds.core.BuilderConfig):
+    """The builder config every pose dataset's configs derive from.
+
+    Attributes:
+      keypoints: joint layout of the stored 2D (a ``pose_jax.skeleton`` name, e.g.
+        ``'coco'``); empty: the dataset's own skeleton (``registry.DatasetInfo.keypoints``).
+    """
+
+    keypoints: str = ""
+
+
 class PoseBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Base of the pose builders: array_record by default, no TensorFlow needed.
 

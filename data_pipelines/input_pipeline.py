@@ -95,6 +95,7 @@ class SequenceStore:
       intrinsics: ``[S, 9]`` float32 normalised intrinsics.
       subject, action_name, camera_id: ``S`` strings.
       skeleton: joint layout name ('h36m' or '3dhp').
+      keypoints: the 2D's joint layout (``'coco'``), None: the skeleton's.
       frame_offset: ``[S]`` int64 first frame of each sequence in the flat arrays.
       flat_pose_3d, flat_pose_2d, flat_valid: ``[N, J, 3]``, ``[N, J, 2]``, ``[N]``.
     """
@@ -118,9 +119,15 @@ class SequenceStore:
     flat_pose_3d: np.ndarray
     flat_pose_2d: np.ndarray
     flat_valid: np.ndarray
+    keypoints: str | None = None
 
     def __len__(self) -> int:
         return len(self.pose_3d)
+
+    @property
+    def keypoints_layout(self) -> str:
+        """The joint layout of ``pose_2d`` (mirrored with its own left/right lists)."""
+        return self.keypoints or self.skeleton
 
     @property
     def root(self) -> int:
@@ -129,7 +136,9 @@ class SequenceStore:
         return skeleton_lib.get_skeleton(self.skeleton).root
 
     @classmethod
-    def from_examples(cls, examples: Sequence[Mapping[str, Any]], skeleton: str) -> SequenceStore:
+    def from_examples(
+        cls, examples: Sequence[Mapping[str, Any]], skeleton: str, keypoints: str | None = None
+    ) -> SequenceStore:
         """Builds a store from decoded examples (e.g. a ``tfds.data_source`` split)."""
         rows = [examples[i] for i in range(len(examples))]
         if not rows:
@@ -194,6 +203,7 @@ class SequenceStore:
             flat_pose_3d=flat_3d,
             flat_pose_2d=flat_2d,
             flat_valid=flat_valid,
+            keypoints=keypoints,
         )
 
 
@@ -244,6 +254,7 @@ def load_sequences(
     *,
     data_dir: str | None = None,
     skeleton: str | None = None,
+    keypoints: str | None = None,
 ) -> SequenceStore:
     """Reads one split of a built dataset into memory through ``tfds.data_source`` (no TensorFlow).
 
@@ -252,6 +263,8 @@ def load_sequences(
       split: ``'train'``, ``'test'`` or ``'validation'`` (or any TFDS split expression).
       data_dir: the TFDS data directory the dataset was built into.
       skeleton: joint layout; by default from the dataset name.
+      keypoints: the 2D's joint layout; by default the dataset config's
+        (``registry.DatasetInfo.keypoints``: ``'coco'`` for ``h36m_pose/detectron_pt_coco``).
 
     Returns:
       A :class:`SequenceStore`.
@@ -260,7 +273,9 @@ def load_sequences(
       DatasetNotFoundError: ``dataset`` is not one of ours or not built in ``data_dir``.
     """
     source = _data_source(dataset, split, data_dir, "load_sequences")
-    return SequenceStore.from_examples(source, skeleton or dataset_skeleton(dataset))
+    if keypoints is None and skeleton is None:
+        keypoints = registry.get(dataset).keypoints(dataset)
+    return SequenceStore.from_examples(source, skeleton or dataset_skeleton(dataset), keypoints)
 
 
 # ----------------------------------------------------------------------------- training
@@ -425,9 +440,12 @@ def make_train_dataset(
     if root_relative:
         ds = ds.map(transforms.RootCenter(root=store.root))
     if flip == "random":
-        ds = ds.random_map(transforms.RandomFlip(skeleton=store.skeleton), seed=seed)
+        flip_fn = transforms.RandomFlip(skeleton=store.skeleton, keypoints=store.keypoints_layout)
+        ds = ds.random_map(flip_fn, seed=seed)
     else:
-        ds = ds.map(transforms.FlipIfMarked(skeleton=store.skeleton))
+        ds = ds.map(
+            transforms.FlipIfMarked(skeleton=store.skeleton, keypoints=store.keypoints_layout)
+        )
     if single_frame:
         ds = ds.map(transforms.DropTimeAxis(axis=1))
     return ds

@@ -54,6 +54,26 @@ class DatasetInfo:
     def default_config(self) -> str:
         return self.builder_cls.DEFAULT_CONFIG_NAME
 
+    def keypoints(self, dataset: str) -> str:
+        """The joint layout of the 2D of ``dataset``'s config (``'coco'``, or the skeleton).
+
+        ``dataset`` is ``'name[/config][:version]'`` (the default config when none);
+        a held-out config ``<config>_val_<subjects>`` has its base config's layout.
+
+        Raises:
+          ConfigError: the config is not one of the builder's.
+        """
+        _, config, _ = parse(dataset)
+        name = config or self.default_config
+        by_name = {c.name: c for c in self.builder_cls.BUILDER_CONFIGS}
+        found = by_name.get(name) or by_name.get(name.split("_val_")[0])
+        if found is None:
+            raise ConfigError(
+                f"{dataset}: unknown builder config {name!r} of {self.name}; expected one of "
+                f"{sorted(by_name)}."
+            )
+        return found.keypoints or self.skeleton
+
 
 _DATASETS = (
     DatasetInfo(

@@ -130,7 +130,12 @@ def root_center(pose_3d: np.ndarray, root: int) -> tuple[np.ndarray, np.ndarray]
     return pose_3d - traj, traj
 
 
-def flip_clip(clip: Clip, skeleton: skeleton_lib.Skeleton | str, where: Any = True) -> Clip:
+def flip_clip(
+    clip: Clip,
+    skeleton: skeleton_lib.Skeleton | str,
+    where: Any = True,
+    keypoints: skeleton_lib.Skeleton | str | None = None,
+) -> Clip:
     """Mirrors clips (u -> -u, x -> -x, left/right swapped); twice is the identity.
 
     ``pose_2d`` must hold normalised coordinates (the mirror is about the image
@@ -143,6 +148,8 @@ def flip_clip(clip: Clip, skeleton: skeleton_lib.Skeleton | str, where: Any = Tr
       clip: one clip, or a batch of clips with a leading axis.
       skeleton: joint layout (name or :class:`pose_jax.skeleton.Skeleton`).
       where: bool, or bool ``[B]`` for a batch: which clips to mirror.
+      keypoints: the layout of ``pose_2d`` when it differs from ``skeleton`` (COCO-17
+        input of a Human3.6M-17 model): its own left/right lists mirror it.
 
     Returns:
       A new dict; the input is not modified.
@@ -157,8 +164,10 @@ def flip_clip(clip: Clip, skeleton: skeleton_lib.Skeleton | str, where: Any = Tr
     def select(new: np.ndarray, old: np.ndarray) -> np.ndarray:
         return new if where.all() else np.where(_expand_to(where, new.ndim), new, old)
 
-    perm = sk.flip_permutation
-    for key in ("pose_2d", "pose_3d"):
+    kp = sk if keypoints is None else keypoints
+    kp = skeleton_lib.get_skeleton(kp) if isinstance(kp, str) else kp
+    perms = {"pose_2d": kp.flip_permutation, "pose_3d": sk.flip_permutation}
+    for key, perm in perms.items():
         if key in out:
             x = np.asarray(out[key])
             mirrored = x[..., perm, :].copy()
@@ -211,11 +220,12 @@ class FlipIfMarked(grain.transforms.Map):
     """
 
     skeleton: str = "h36m"
+    keypoints: str | None = None
 
     def map(self, clip: Clip) -> Clip:
         want = np.asarray(clip.get("flip", False), bool)
         out = {k: v for k, v in clip.items() if k != "flip"}
-        return flip_clip(out, self.skeleton, where=want)
+        return flip_clip(out, self.skeleton, where=want, keypoints=self.keypoints)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,11 +238,12 @@ class RandomFlip(grain.transforms.RandomMap):
 
     skeleton: str = "h36m"
     p: float = 0.5
+    keypoints: str | None = None
 
     def random_map(self, clip: Clip, rng: np.random.Generator) -> Clip:
         out = {k: v for k, v in clip.items() if k != "flip"}
         want = rng.random(np.shape(clip["res_w"])) < self.p
-        return flip_clip(out, self.skeleton, where=want)
+        return flip_clip(out, self.skeleton, where=want, keypoints=self.keypoints)
 
 
 _TIME_KEYS = ("pose_3d", "pose_2d", "traj", "frame_mask", "valid", "frame_index")

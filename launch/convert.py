@@ -4,6 +4,8 @@ r"""Converts a reference (PyTorch) checkpoint into pose_jax params, saved with o
       --output=/models/d3dp_h36m
   python -m launch.convert --model=d3dp --checkpoint=tests/fixtures/d3dp_tiny_checkpoint.npz \
       --output=/tmp/d3dp_tiny
+  python -m launch.convert --model=d3dp_in_the_wild \
+      --checkpoint=/ckpt/d3dp/in_the_wild_best_epoch.bin --output=/models/d3dp_coco  # COCO-17 in
   python -m launch.convert --model=diffpose_lifter --checkpoint=/ckpt/gcn_xyz_cpn.pth \
       --output=/models/gcn_xyz_cpn      # DiffPose lists: --checkpoint_key=4 takes the EMA
 
@@ -36,6 +38,7 @@ _MODEL = flags.DEFINE_enum(
     None,
     [
         "d3dp",
+        "d3dp_in_the_wild",
         "finepose",
         "diffpose_gcndiff",
         "diffpose_lifter",

@@ -1,8 +1,9 @@
 """A ``launch.convert`` output directory as an experiment: its config and its params.
 
 ``OUTPUT/config.json`` names the converted model (``model``, ``model_kwargs``,
-``diffusion``); :func:`converted_config` builds the system config that model
-belongs to (the experiment file of its family, or the one given, which must build
+``diffusion``, and ``keypoints`` when its 2D input is not in the skeleton's layout:
+``'coco'`` for D3DP's in-the-wild model); :func:`converted_config` builds the system
+config that model belongs to (the experiment file of its family, or the one given, which must build
 the same model) with the checkpoint's sizes, and :func:`load_converted_params`
 restores ``OUTPUT/params`` checked against that system. A DiffPose-family
 denoiser (``gcndiff``, ``mmdiff``) refines a lifter's output, so it needs the
@@ -90,11 +91,13 @@ def _lifter_model(path: str) -> tuple[str, dict[str, Any]]:
     return cfg["model"], dict(cfg["model_kwargs"])
 
 
-def _default_config(model: str, lifter_model: str | None):
+def _default_config(model: str, lifter_model: str | None, keypoints: str | None = None):
     """The experiment config of the converted model's family (DiffPose: by its lifter)."""
     if model in _LIFTERS:
         return importlib.import_module(f"configs.{_LIFTERS[model]}").get_config("stage=lifter")
     name, arg = _DENOISERS[model]
+    if keypoints == "coco":
+        arg = "keypoints=coco"  # the Human3.6M config whose 2D is COCO-17
     if name is None:
         name = _LIFTERS[family(lifter_model)]
     return importlib.import_module(f"configs.{name}").get_config(arg or None)
@@ -137,9 +140,10 @@ def converted_config(
         )
     lifter_model, lifter_kwargs = _lifter_model(lifter) if needs_lifter else (None, {})
     if config is None:
-        config = _default_config(model, lifter_model)
+        config = _default_config(model, lifter_model, cfg.get("keypoints"))
     else:
         config = ml_collections.ConfigDict(config.to_dict())
+        _check_keypoints(root, cfg, config)
     if _builds(config) != model:
         raise ConvertedCheckpointError(
             f"{root}: the converted checkpoint holds a {cfg['model']!r} model, but the config "
@@ -148,6 +152,21 @@ def converted_config(
         )
     _apply(config, model, cfg, lifter_model, lifter_kwargs, lifter)
     return config
+
+
+def _check_keypoints(root, cfg: dict[str, Any], config) -> None:
+    """Refuses a config whose dataset's 2D layout is not the one the checkpoint was trained on."""
+    from data_pipelines import registry
+
+    info = registry.get(config.data.dataset)
+    want = cfg.get("keypoints") or info.skeleton
+    got = info.keypoints(config.data.dataset)
+    if got != want:
+        raise ConvertedCheckpointError(
+            f"{root}: the converted model takes {want!r} 2D keypoints, but the config's dataset "
+            f"{config.data.dataset!r} holds {got!r} 2D; pass a config whose dataset is in the "
+            f"{want} layout (for COCO-17: configs/d3dp_h36m.py:keypoints=coco), or none."
+        )
 
 
 def _apply(config, model, cfg, lifter_model, lifter_kwargs, lifter) -> None:

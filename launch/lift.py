@@ -142,12 +142,19 @@ def lift_main() -> list:
         raise LiftUsageError("lift: pass --input=FILE and --output=OUT.npz.")
     size = _numbers(_IMAGE_SIZE.value, "image_size", int)
     intrinsics = _numbers(_INTRINSICS.value, "intrinsics")
-    tracks = lift.read_keypoints(
-        _INPUT.value, _LAYOUT.value, track=_TRACK.value, threshold=_THRESHOLD.value
-    )
+
+    def read(target: str) -> list:
+        return lift.read_keypoints(
+            _INPUT.value, _LAYOUT.value, track=_TRACK.value, threshold=_THRESHOLD.value,
+            target=target,
+        )  # fmt: skip
+
+    tracks = read("h36m")
     for kp in tracks:  # before the model is built: bad sizes fail fast
         lift.lifter.check_image_size(kp, size)
     lifter = _make_lifter()
+    if lifter.keypoints != "h36m":  # e.g. a COCO-input model: its own layout
+        tracks = read(lifter.keypoints)
     results = []
     for kp in tracks:
         start = time.perf_counter()

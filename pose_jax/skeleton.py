@@ -1,6 +1,8 @@
-"""Joint layouts of Human3.6M-17 and MPI-INF-3DHP-17.
+"""Joint layouts of Human3.6M-17 and MPI-INF-3DHP-17 (3D), and COCO-17 (2D input only).
 
-Human3.6M as VideoPose3D common/h36m_dataset.py keeps it; 3DHP as D3DP main_3dhp.py.
+Human3.6M as VideoPose3D common/h36m_dataset.py keeps it; 3DHP as D3DP main_3dhp.py;
+COCO-17 as COCO's keypoint order, with VideoPose3D data/data_utils.py's left/right lists
+(the 2D input of D3DP's in-the-wild model, which predicts Human3.6M-17 3D).
 
 A :class:`Skeleton` is immutable data; look one up with :func:`get_skeleton`.
 """
@@ -22,8 +24,9 @@ class Skeleton:
       name: registry name ('h36m' or '3dhp').
       joint_names: one name per joint, in array order.
       parents: parent index per joint, -1 for the root.
-      root: index of the root joint (pelvis): 0 for Human3.6M, 14 for 3DHP.
-      joints_left: left-side joint indices (3D and 2D are the same here).
+      root: index of the root joint (pelvis): 0 for Human3.6M, 14 for 3DHP; the tree's
+        root (the nose) for COCO-17, which has no pelvis and is never root-centred.
+      joints_left: left-side joint indices.
       joints_right: right-side joints, paired element-wise with ``joints_left``.
       edges: undirected bones ``(i, j)`` used by the GCN models.
     """
@@ -169,12 +172,61 @@ H36M_32_PARENTS = (
 # in the H36M-17 order. The skeletons differ, so this is a relabelling, not a retargeting.
 MPI_INF_3DHP_TO_H36M = (14, 8, 9, 10, 11, 12, 13, 15, 1, 16, 0, 5, 6, 7, 2, 3, 4)
 
-_REGISTRY = {"h36m": H36M, "3dhp": MPI_INF_3DHP}
-_ALIASES = {"human36m": "h36m", "h36m_17": "h36m", "mpi_inf_3dhp": "3dhp", "mpi-inf-3dhp": "3dhp"}
+COCO_PARENTS = (-1, 0, 0, 1, 2, 0, 0, 5, 6, 7, 8, 5, 6, 11, 12, 13, 14)
+
+# A 2D keypoint layout only: models may take it as input, none predicts 3D in it.
+COCO = Skeleton(
+    name="coco",
+    joint_names=(
+        "nose",
+        "l_eye",
+        "r_eye",
+        "l_ear",
+        "r_ear",
+        "l_shoulder",
+        "r_shoulder",
+        "l_elbow",
+        "r_elbow",
+        "l_wrist",
+        "r_wrist",
+        "l_hip",
+        "r_hip",
+        "l_knee",
+        "r_knee",
+        "l_ankle",
+        "r_ankle",
+    ),
+    parents=COCO_PARENTS,
+    root=0,
+    joints_left=(1, 3, 5, 7, 9, 11, 13, 15),
+    joints_right=(2, 4, 6, 8, 10, 12, 14, 16),
+    edges=_edges_from_parents(COCO_PARENTS),
+)
+
+# Each Human3.6M-17 joint as the mean of COCO-17 joints (MMPose mmpose/apis/inference_3d.py
+# convert_keypoint_definition and MotionBERT lib/data/dataset_action.py coco2h36m agree):
+# hip = mean of the hips, thorax = mean of the shoulders, spine = mean(hip, thorax),
+# neck/nose = nose, head = mean of the eyes; limbs by name.
+COCO_TO_H36M = (
+    (11, 12), (12,), (14,), (16,), (11,), (13,), (15,), (5, 6, 11, 12), (5, 6), (0,),
+    (1, 2), (5,), (7,), (9,), (6,), (8,), (10,),
+)  # fmt: skip
+
+_REGISTRY = {"h36m": H36M, "3dhp": MPI_INF_3DHP, "coco": COCO}
+_3D_LAYOUTS = ("h36m", "3dhp")
+_ALIASES = {
+    "human36m": "h36m",
+    "h36m_17": "h36m",
+    "mpi_inf_3dhp": "3dhp",
+    "mpi-inf-3dhp": "3dhp",
+    "coco17": "coco",
+    "coco_17": "coco",
+}
 
 
 def get_skeleton(name: str) -> Skeleton:
-    """Looks up a layout: ``'h36m'`` (Human3.6M-17) or ``'3dhp'`` (MPI-INF-3DHP-17)."""
+    """Looks up a layout: ``'h36m'`` (Human3.6M-17), ``'3dhp'`` (MPI-INF-3DHP-17) or
+    ``'coco'`` (COCO-17, a 2D input layout)."""
     key = _ALIASES.get(str(name).lower(), str(name).lower())
     _checks.check_choice("get_skeleton", "layout", key, tuple(_REGISTRY))
     return _REGISTRY[key]
@@ -208,5 +260,29 @@ def flip_pose(x, skeleton: Skeleton | str):
     return x[..., sk.flip_permutation, :] * sign.astype(x.dtype)
 
 
+def keypoints_to_h36m(x, layout: str):
+    """``[..., 17, C]`` keypoints in ``layout`` -> Human3.6M-17 (:data:`COCO_TO_H36M` means).
+
+    ``'h36m'`` is returned unchanged; what a COCO-input model's 2D is compared with
+    when its Human3.6M-17 3D is reprojected (J-Agg).
+    """
+    sk = get_skeleton(layout)
+    if sk.name == "h36m":
+        return x
+    if sk.name != "coco":
+        raise ValueError(f"keypoints_to_h36m: no conversion from {sk.name!r}; expected 'coco'.")
+    _checks.check_trailing("keypoints_to_h36m", "x", x, (17, None))
+    m = np.zeros((17, 17), np.float32)
+    for k, idx in enumerate(COCO_TO_H36M):
+        m[k, list(idx)] = 1.0 / len(idx)
+    return (m @ x).astype(x.dtype) if isinstance(x, np.ndarray) else m @ x
+
+
 def available_skeletons() -> tuple[str, ...]:
+    """The layouts a model can predict 3D poses in."""
+    return _3D_LAYOUTS
+
+
+def keypoint_layouts() -> tuple[str, ...]:
+    """The layouts a model can take 2D keypoints in (the 3D ones and COCO-17)."""
     return tuple(_REGISTRY)

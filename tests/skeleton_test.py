@@ -111,11 +111,23 @@ def test_get_skeleton_names_and_aliases():
 def test_get_skeleton_unknown_name():
     with pytest.raises(
         ValueError,
-        match=r"get_skeleton: unknown layout 'coco'; expected one of 'h36m', '3dhp'",
+        match=r"get_skeleton: unknown layout 'halpe'; expected one of 'h36m', '3dhp', 'coco'",
     ):
-        skeleton.get_skeleton("coco")
+        skeleton.get_skeleton("halpe")
     with pytest.raises(ValueError, match=r"Skeleton\[h36m\]\.index: unknown joint 'tail'"):
         skeleton.H36M.index("tail")
+
+
+def test_coco_is_a_2d_input_layout_with_its_own_flip():
+    coco = skeleton.get_skeleton("coco17")
+    assert coco is skeleton.COCO and "coco" in skeleton.keypoint_layouts()
+    assert "coco" not in skeleton.available_skeletons()  # no model predicts 3D in it
+    assert coco.joint_names[coco.flip_permutation[5]] == "r_shoulder"
+    assert coco.joint_names[coco.flip_permutation[0]] == "nose"
+    # Its mirror differs from Human3.6M's, which is why a COCO-input model needs both.
+    assert not np.array_equal(coco.flip_permutation, skeleton.H36M.flip_permutation)
+    x = np.random.default_rng(0).normal(size=(3, 17, 2)).astype(np.float32)
+    np.testing.assert_array_equal(skeleton.flip_pose(skeleton.flip_pose(x, "coco"), "coco"), x)
 
 
 def test_h36m_32_to_17_index_tables():
@@ -205,5 +217,5 @@ def test_flip_pose_bad_input():
         match=r"flip_pose: argument 'x' has shape \(2, 16, 3\); expected \[\.\.\., 17, \*\]",
     ):
         skeleton.flip_pose(np.ones((2, 16, 3)), "h36m")
-    with pytest.raises(ValueError, match="unknown layout 'coco'"):
-        skeleton.flip_pose(np.ones((17, 3)), "coco")
+    with pytest.raises(ValueError, match="unknown layout 'body25'"):
+        skeleton.flip_pose(np.ones((17, 3)), "body25")

@@ -1,7 +1,8 @@
 """``h36m_pose``: Human3.6M keypoints in VideoPose3D's layout, one example per sequence and camera.
 
 Reads ``data_3d_h36m.npz`` (world-frame 32-joint mocap, metres) and
-``data_2d_h36m_<source>.npz`` (17-joint 2D per camera, pixels) from the manual
+``data_2d_h36m_<source>.npz`` (17-joint 2D per camera, pixels: Human3.6M-17, or
+COCO-17 for ``detectron_pt_coco``, the input of D3DP's in-the-wild model) from the manual
 directory, moves the 3D into each camera's frame with that subject's
 extrinsics, and stores raw absolute camera-frame 3D, pixel 2D and the camera.
 Actions need not be the 15 Human3.6M classes (a user's own capture in this
@@ -42,8 +43,9 @@ LAYOUT_3D = (
 LAYOUT_2D = (
     "VideoPose3D's data_2d_h36m_<source>.npz: key 'positions_2d' = 0-d object array holding "
     "dict subject -> action name -> list of 4 float32 arrays (T_cam, 17, 2) in pixels, one per "
-    "camera in the order 54138969, 55011271, 58860488, 60457274; optional key 'metadata' = "
-    "0-d object dict with 'num_joints': 17"
+    "camera in the order 54138969, 55011271, 58860488, 60457274 (a detector's extra score "
+    "channels, (T_cam, 17, 3 or 4), are dropped); optional key 'metadata' = 0-d object dict "
+    "with 'num_joints': 17 and 'layout_name' ('h36m', or 'coco' for COCO-17 keypoints)"
 )
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
@@ -54,6 +56,7 @@ Put VideoPose3D's Human3.6M files, unchanged, directly in the manual directory
   <manual_dir>/data_2d_h36m_gt.npz                   config `gt`
   <manual_dir>/data_2d_h36m_cpn_ft_h36m_dbb.npz      config `cpn_ft_h36m_dbb`
   <manual_dir>/data_2d_h36m_detectron_ft_h36m.npz    config `detectron_ft_h36m`
+  <manual_dir>/data_2d_h36m_detectron_pt_coco.npz    config `detectron_pt_coco` (COCO-17 2D)
 
 Only the 3D file and the 2D file of the config being built are needed.
 `{FILE_3D}` and `data_2d_h36m_gt.npz` are written by VideoPose3D's
@@ -68,11 +71,17 @@ _SOURCES = {
     "gt": "ground-truth 2D: the 3D mocap projected through each camera with distortion",
     "cpn_ft_h36m_dbb": "CPN detections fine-tuned on Human3.6M (D3DP/FinePOSE default input)",
     "detectron_ft_h36m": "Detectron (Mask R-CNN) detections fine-tuned on Human3.6M",
+    "detectron_pt_coco": (
+        "Detectron detections pre-trained on COCO, in the COCO-17 layout (the input of D3DP's "
+        "in-the-wild model, which predicts Human3.6M-17 3D)"
+    ),
 }
+# 2D sources whose keypoints are not in the Human3.6M-17 layout.
+_KEYPOINTS = {"detectron_pt_coco": "coco"}
 
 
 @dataclasses.dataclass(eq=False)
-class H36mConfig(tfds.core.BuilderConfig):
+class H36mConfig(common.PoseConfig):
     """One 2D source, and optionally training subjects held out as ``validation``.
 
     Attributes:
@@ -100,7 +109,11 @@ def make_config(source: str, validation_subjects: tuple[str, ...] = (), name: st
     if validation_subjects:
         desc += f"; validation split = {', '.join(validation_subjects)}"
     return H36mConfig(
-        name=name, source=source, validation_subjects=tuple(validation_subjects), description=desc
+        name=name,
+        source=source,
+        validation_subjects=tuple(validation_subjects),
+        description=desc,
+        keypoints=_KEYPOINTS.get(source, "h36m"),
     )
 
 
@@ -111,7 +124,7 @@ class _Sequence:
     action_class: str
     camera_index: int
     pose_world: np.ndarray  # [T, 17, 3], metres
-    pose_2d: np.ndarray  # [T, 17, 2], pixels, already cut to T
+    pose_2d: np.ndarray  # [T, 17, 2], pixels, already cut to T (the config's 2D layout)
 
 
 _PARENTS = skeleton_lib.get_skeleton("h36m").parents
@@ -143,6 +156,9 @@ def _read_views(
     out = []
     for ci, view in enumerate(views):
         w = f"{where} camera {ci} ({cams[ci].id}) in {file_2d}"
+        view = np.asarray(view)
+        if view.ndim == 3 and view.shape[-1] in (3, 4):
+            view = view[..., :2]  # detector scores: the models read coordinates only
         kp = common.check_keypoints(view, w, dims=2, name="2D")
         n2 = kp.shape[0]
         if n2 < num_frames:
@@ -177,8 +193,26 @@ def _check_subjects(
         )
 
 
+def _check_metadata(meta: Any, file_2d: str, keypoints: str, who: str) -> None:
+    """Refuses a 2D file whose metadata names another joint count or layout than the config's."""
+    if not isinstance(meta, dict):
+        return
+    if meta.get("num_joints", 17) != 17:
+        raise common.DataLayoutError(
+            f"{who}: {file_2d} metadata says num_joints={meta['num_joints']}; expected 17 "
+            f"(the {keypoints} layout)."
+        )
+    layout = str(meta.get("layout_name", keypoints)).lower()
+    if layout in ("h36m", "coco") and layout != keypoints:
+        raise common.DataLayoutError(
+            f"{who}: {file_2d} metadata says layout_name={layout!r}, but this config reads "
+            f"{keypoints!r} 2D keypoints; expected a {keypoints} file (COCO-17 keypoints are "
+            "config `detectron_pt_coco`)."
+        )
+
+
 def read_sequences(
-    manual_dir: epath.PathLike, source: str, who: str = NAME
+    manual_dir: epath.PathLike, source: str, who: str = NAME, keypoints: str = "h36m"
 ) -> tuple[dict[str, list[_Sequence]], common.BuildReport]:
     """Reads and validates both npz files; groups (subject, action, camera) sequences by subject.
 
@@ -186,6 +220,7 @@ def read_sequences(
       manual_dir: directory holding the npz files.
       source: 2D source name.
       who: builder name for messages.
+      keypoints: the 2D layout the config expects (``'h36m'`` or ``'coco'``).
 
     Returns:
       ``(subject -> list of sequences, report)``.
@@ -206,12 +241,7 @@ def read_sequences(
     pos2d = common.check_mapping(
         files_2d["positions_2d"], f"{who}: {path_2d.name} 'positions_2d'", "subject -> action"
     )
-    meta = files_2d.get("metadata")
-    if isinstance(meta, dict) and meta.get("num_joints", 17) != 17:
-        raise common.DataLayoutError(
-            f"{who}: {path_2d.name} metadata says num_joints={meta['num_joints']}; "
-            "expected 17 (the Human3.6M-17 layout)."
-        )
+    _check_metadata(files_2d.get("metadata"), path_2d.name, keypoints, who)
 
     report = common.BuildReport()
     _check_subjects(pos3d, pos2d, path_3d.name, path_2d.name, report, who)
@@ -289,7 +319,9 @@ class Builder(common.PoseBuilder):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         cfg = self.builder_config
-        by_subject, report = read_sequences(dl_manager.manual_dir, cfg.source, self.name)
+        by_subject, report = read_sequences(
+            dl_manager.manual_dir, cfg.source, self.name, keypoints=cfg.keypoints
+        )
         splits = {
             split: [seq for s in subjects for seq in by_subject[s]]
             for split, subjects in common.h36m_split_subjects(cfg.validation_subjects).items()

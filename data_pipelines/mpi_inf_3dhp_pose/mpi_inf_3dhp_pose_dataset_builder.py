@@ -88,7 +88,7 @@ _TRAIN_KEY = re.compile(r"^(S[1-8]) (Seq[12])$")
 
 
 @dataclasses.dataclass(eq=False)
-class Mpi3dhpConfig(tfds.core.BuilderConfig):
+class Mpi3dhpConfig(common.PoseConfig):
     """Which 3D annotation and which test source.
 
     Attributes:

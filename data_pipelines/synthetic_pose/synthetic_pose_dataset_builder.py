@@ -39,7 +39,7 @@ with pose_jax. `--manual_dir` is ignored.
 
 
 @dataclasses.dataclass(eq=False)
-class SyntheticConfig(tfds.core.BuilderConfig):
+class SyntheticConfig(common.PoseConfig):
     """What to generate.
 
     Attributes:

@@ -4,7 +4,9 @@
   ``data_2d_h36m_<source>.npz`` (pickled dicts in 0-d object arrays, via
   ``np.savez``), 7 subjects with a few short actions each (S11 without
   ``'Directions'``, like the real file), 2D files with the unlabeled subject
-  S2 and, for detector sources, 2D a few frames longer than the 3D.
+  S2 and, for detector sources, 2D a few frames longer than the 3D;
+  ``detectron_pt_coco`` holds COCO-17 2D (face points placed about the head,
+  :func:`coco_world`) with a score channel, as a detector writes it.
 * :func:`write_3dhp` — P-STMO/D3DP ``data_train_3dhp[_ori].npz`` and
   ``data_test_3dhp[_ori].npz`` and the official ``TS<i>/annot_data.mat``
   (MATLAB v7.3, i.e. HDF5 written with h5py, MATLAB's reversed axis order as
@@ -62,6 +64,33 @@ def project_h36m(pose_world: np.ndarray, cam: camera_lib.Camera) -> np.ndarray:
     return np.asarray(camera_lib.image_coordinates(uv, cam.res_w, cam.res_h), np.float32)
 
 
+def coco_world(world17: np.ndarray) -> np.ndarray:
+    """COCO-17 positions ``[T, 17, 3]`` from Human3.6M-17 ones (a fixture's approximation).
+
+    Limbs are the Human3.6M joints of the same name; the nose is the neck/nose joint,
+    eyes and ears sit 3 cm and 7 cm to either side of the head along the shoulder line.
+    """
+    h = skeleton_lib.H36M.index
+    side = world17[:, h("l_shoulder")] - world17[:, h("r_shoulder")]
+    side = side / np.linalg.norm(side, axis=-1, keepdims=True)
+    head = world17[:, h("head")]
+    face = [world17[:, h("neck_nose")]]
+    for d in (0.03, 0.07):
+        face += [head + d * side, head - d * side]  # left, right
+    limbs = (
+        "l_shoulder", "r_shoulder", "l_elbow", "r_elbow", "l_wrist", "r_wrist",
+        "l_hip", "r_hip", "l_knee", "r_knee", "l_foot", "r_foot",
+    )  # fmt: skip
+    return np.stack([*face, *(world17[:, h(n)] for n in limbs)], axis=1)
+
+
+def _fixture_2d(world17: np.ndarray, cam: camera_lib.Camera, source: str) -> np.ndarray:
+    """One camera's exact 2D of a fixture source (COCO-17 for ``*_coco`` sources)."""
+    if source.endswith("_coco"):
+        return project_h36m(coco_world(world17), cam)
+    return project_h36m(world17, cam)
+
+
 def write_h36m(
     out_dir: str,
     *,
@@ -110,23 +139,28 @@ def write_h36m(
             for action, w in actions.items():
                 views = []
                 for cam in cams:
-                    kp = project_h36m(w, cam)
+                    kp = _fixture_2d(w, cam, source)
                     if source != "gt":
                         kp = kp + rng.normal(scale=2.0, size=kp.shape).astype(np.float32)
                         if action == "Walking" and extra_2d_frames:
                             kp = np.concatenate([kp, np.repeat(kp[-1:], extra_2d_frames, 0)])
                     views.append(kp.astype(np.float32))
+                if source.endswith("_coco"):  # with the detector's score channel
+                    views = [np.concatenate([v, np.ones_like(v[..., :1])], -1) for v in views]
                 pos2d[subject][action] = views
         if source != "gt":
             # Detector files also hold the unlabeled subjects S2, S3, S4 (no mocap).
             w = h36m_world_sequence("S1", "Walking", 10, seed)
-            pos2d["S2"] = {"Walking": [project_h36m(w, c) for c in camera_lib.h36m_cameras("S1")]}
+            cams = camera_lib.h36m_cameras("S1")
+            pos2d["S2"] = {"Walking": [_fixture_2d(w, c, source) for c in cams]}
+        coco = source.endswith("_coco")
+        sk = skeleton_lib.COCO if coco else skeleton_lib.H36M
         metadata = {
             "num_joints": 17,
-            "keypoints_symmetry": [[4, 5, 6, 11, 12, 13], [1, 2, 3, 14, 15, 16]],
+            "keypoints_symmetry": [list(sk.joints_left), list(sk.joints_right)],
         }
         if source != "gt":
-            metadata["layout_name"] = "h36m"
+            metadata["layout_name"] = sk.name
         paths[source] = os.path.join(out_dir, f"data_2d_h36m_{source}.npz")
         np.savez_compressed(paths[source], positions_2d=pos2d, metadata=metadata)
         pos2d_all[source] = pos2d

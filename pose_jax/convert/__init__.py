@@ -22,7 +22,7 @@ from pose_jax.convert.common import (
     strip_prefix,
 )
 from pose_jax.convert.d3dp import DIFFUSION_BUFFERS as D3DP_DIFFUSION_BUFFERS
-from pose_jax.convert.d3dp import convert_d3dp_state_dict
+from pose_jax.convert.d3dp import convert_d3dp_in_the_wild_state_dict, convert_d3dp_state_dict
 from pose_jax.convert.diffpose import (
     convert_diffpose_video_mixste_state_dict,
     convert_gcndiff_state_dict,
@@ -39,6 +39,8 @@ from pose_jax.convert.ktpformer import convert_ktpformer_state_dict
 # name -> (converter, key of the state dict inside the reference's checkpoint file)
 _CONVERTERS: dict[str, tuple[Callable, str | int | None]] = {
     "d3dp": (convert_d3dp_state_dict, "model_pos"),
+    # main_in_the_wild.py: the same network on COCO-17 input (in_the_wild_best_epoch.bin).
+    "d3dp_in_the_wild": (convert_d3dp_in_the_wild_state_dict, "model_pos"),
     # DiffPose / monoMotionDiff runners save [model_sd, optim_sd, epoch, step, ema_shadow].
     "diffpose_gcndiff": (convert_gcndiff_state_dict, 0),
     "diffpose_lifter": (convert_graformer_state_dict, 0),  # gcn_xyz_*.pth
@@ -66,6 +68,7 @@ __all__ = [
     "apply_rules",
     "available_converters",
     "convert_clip_text_state_dict",
+    "convert_d3dp_in_the_wild_state_dict",
     "convert_d3dp_state_dict",
     "convert_diffpose_video_mixste_state_dict",
     "convert_finepose_state_dict",

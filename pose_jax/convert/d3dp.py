@@ -254,6 +254,23 @@ def convert_d3dp_state_dict(
     return params, config
 
 
+def convert_d3dp_in_the_wild_state_dict(
+    state_dict: Mapping[str, np.ndarray], **kwargs: Any
+) -> tuple[dict, dict[str, Any]]:
+    """D3DP's in-the-wild checkpoint (``in_the_wild_best_epoch.bin``) -> params and config.
+
+    paTRICK-swk/D3DP ``main_in_the_wild.py`` trains the unchanged D3DP network
+    (``common/diffusionpose.py``, same state-dict layout) on COCO-17 2D keypoints
+    (``-k detectron_pt_coco``) to predict Human3.6M-17 3D, so the weights convert as
+    :func:`convert_d3dp_state_dict` does (same ``kwargs``); the config records
+    ``keypoints='coco'``: the input layout, which flip test-time augmentation
+    mirrors with COCO's left/right lists and which a lifter converts detector
+    output to.
+    """
+    params, config = convert_d3dp_state_dict(state_dict, **kwargs)
+    return params, {**config, "keypoints": "coco"}
+
+
 def _check_against_model(params: dict, model_kwargs: dict, fn: str) -> None:
     import jax
     import jax.numpy as jnp

@@ -442,12 +442,14 @@ def read_keypoints(
     *,
     track: str | int | None = None,
     threshold: float = keypoints_lib.DEFAULT_THRESHOLD,
+    target: str = "h36m",
 ) -> list[keypoints_lib.Keypoints]:
-    """The chosen people of a keypoint file as Human3.6M-17 :class:`Keypoints`, gaps filled.
+    """The chosen people of a keypoint file as :class:`Keypoints` in ``target``, gaps filled.
 
     ``track``: None (the person seen on the most frames), a track id, or ``'all'``;
-    ``threshold``: confidences below it count as missing (interpolated and reported).
+    ``threshold``: confidences below it count as missing (interpolated and reported);
+    ``target``: the model's input layout (``Lifter.keypoints``: ``'h36m'`` or ``'coco'``).
     """
     tracks = read_tracks(path, layout)
     chosen = select_tracks(tracks, track, source=os.fspath(path))
-    return [keypoints_lib.prepare(t, threshold=threshold) for t in chosen]
+    return [keypoints_lib.prepare(t, threshold=threshold, target=target) for t in chosen]

@@ -1,15 +1,16 @@
 """One person's 2D keypoints: as read (:class:`Track`) and ready to lift (:class:`Keypoints`).
 
-A :class:`Track` holds what a file says about one person, in the file's layout, on
-the frames where the person was detected. :func:`prepare` converts it to
-Human3.6M-17 and fills every gap: a joint is *missing* where its coordinates are
-NaN, exactly (0, 0) (how OpenPose and AlphaPose write an undetected joint), or its
-confidence is below ``threshold``, and a frame is missing where the person was not
-detected at all. Missing values are linearly interpolated over time per joint and
-coordinate (held constant before the first and after the last detection, as
-VideoPose3D's ``data/prepare_data_2d_custom.py`` fills frames without a detection)
-and reported (:meth:`Keypoints.missing_report`); they are never given to a model as
-zeros. A joint never seen, or a person never seen, is an error.
+A :class:`Track` holds what a file says about one person, in the file's layout, on the
+frames where the person was detected. :func:`prepare` converts it to the model's input
+layout (Human3.6M-17, or COCO-17 for a COCO-input model) and fills every gap: a joint is
+*missing* where its coordinates are NaN, exactly (0, 0) (how OpenPose and AlphaPose
+write an undetected joint), or its confidence is below ``threshold``, and a frame is
+missing where the person was not detected at all. Missing values are linearly
+interpolated over time per joint and coordinate (held constant before the first and
+after the last detection, as VideoPose3D's ``data/prepare_data_2d_custom.py`` fills
+frames without a detection) and reported (:meth:`Keypoints.missing_report`); they are
+never given to a model as zeros. A joint never seen, or a person never seen, is an
+error.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pose_jax import skeleton as skeleton_lib
 from pose_jax.lift import layouts as layouts_lib
 from pose_jax.lift.errors import KeypointLayoutError, MissingKeypointsError
 
@@ -50,14 +52,15 @@ class Track:
 
 @dataclasses.dataclass(frozen=True)
 class Keypoints:
-    """One person's Human3.6M-17 keypoints on consecutive frames, gaps filled.
+    """One person's keypoints in a model's input layout on consecutive frames, gaps filled.
 
     Attributes:
-      xy: ``[T, 17, 2]`` float32 pixels.
+      xy: ``[T, 17, 2]`` float32 pixels, in the ``target`` layout.
       scores: ``[T, 17]`` float32 confidences (0 where the joint was filled in).
       missing: ``[T, 17]`` bool: joints that were missing and are interpolated.
       frames: ``[T]`` the source's frame numbers (consecutive).
       track_id, layout, image_size, source: as in :class:`Track`.
+      target: the layout of ``xy``: ``'h36m'`` (Human3.6M-17) or ``'coco'`` (COCO-17).
     """
 
     xy: np.ndarray
@@ -68,14 +71,22 @@ class Keypoints:
     layout: str
     image_size: tuple[int, int] | None
     source: str
+    target: str = "h36m"
 
     @property
     def num_frames(self) -> int:
         return int(self.xy.shape[0])
 
+    def xy_h36m(self) -> np.ndarray:
+        """``[T, 17, 2]`` pixels in Human3.6M-17 (``xy`` converted when the target is COCO)."""
+        if self.target == "h36m":
+            return self.xy
+        m = layouts_lib.get_layout(self.target).to_h36m
+        return np.einsum("kj,tjc->tkc", m, self.xy).astype(np.float32)
+
     def missing_report(self) -> dict[str, Any]:
         """Which joints were interpolated on which frames (source frame numbers, ranges)."""
-        names = layouts_lib.H36M.joint_names
+        names = skeleton_lib.get_skeleton(self.target).joint_names
         joints = {
             names[j]: _ranges(self.frames[self.missing[:, j]])
             for j in range(self.missing.shape[1])
@@ -111,11 +122,15 @@ def _where(track: Track) -> str:
     return f"{track.source}: person {track.track_id!r}"
 
 
-def prepare(track: Track, *, threshold: float = DEFAULT_THRESHOLD) -> Keypoints:
-    """Converts ``track`` to Human3.6M-17 on consecutive frames and fills its gaps.
+def prepare(
+    track: Track, *, threshold: float = DEFAULT_THRESHOLD, target: str = "h36m"
+) -> Keypoints:
+    """Converts ``track`` to ``target`` (the model's input layout) on consecutive frames
+    and fills its gaps.
 
     Raises:
-      KeypointLayoutError: the track's joint count is not its layout's.
+      KeypointLayoutError: the track's joint count is not its layout's, or the layout
+        cannot give ``target`` (Human3.6M-17 keypoints for a COCO-input model).
       MissingKeypointsError: no valid keypoint at all, or a joint valid on no frame.
     """
     layout = layouts_lib.get_layout(track.layout, where=track.source)
@@ -130,14 +145,17 @@ def prepare(track: Track, *, threshold: float = DEFAULT_THRESHOLD) -> Keypoints:
             f"{_where(track)}: every keypoint of all {len(track.frames)} frames is NaN, (0, 0) "
             f"or below the confidence threshold {threshold}; expected at least one detection."
         )
-    xy, ok, scores = layouts_lib.to_h36m(layout, track.xy, valid, track.scores)
+    try:
+        xy, ok, scores = layouts_lib.convert(layout, target, track.xy, valid, track.scores)
+    except KeypointLayoutError as e:
+        raise KeypointLayoutError(f"{_where(track)}: {e}") from None
     frames = np.arange(track.frames[0], track.frames[-1] + 1)
     dense_xy = np.full((len(frames), layouts_lib.NUM_H36M, 2), np.nan, np.float32)
     dense_ok = np.zeros((len(frames), layouts_lib.NUM_H36M), bool)
     dense_scores = np.zeros((len(frames), layouts_lib.NUM_H36M), np.float32)
     rows = track.frames - track.frames[0]
     dense_xy[rows], dense_ok[rows], dense_scores[rows] = xy, ok, np.where(ok, scores, 0.0)
-    filled = _interpolate(dense_xy, dense_ok, where=_where(track), layout=layout)
+    filled = _interpolate(dense_xy, dense_ok, where=_where(track), layout=layout, target=target)
     return Keypoints(
         xy=filled,
         scores=dense_scores,
@@ -147,20 +165,21 @@ def prepare(track: Track, *, threshold: float = DEFAULT_THRESHOLD) -> Keypoints:
         layout=layout.name,
         image_size=track.image_size,
         source=track.source,
+        target=target,
     )
 
 
-def _interpolate(xy: np.ndarray, ok: np.ndarray, *, where: str, layout) -> np.ndarray:
+def _interpolate(xy: np.ndarray, ok: np.ndarray, *, where: str, layout, target) -> np.ndarray:
     """Linear interpolation over time of every joint's invalid frames ``[T, 17, 2]``."""
     t = np.arange(xy.shape[0])
     out = xy.copy()
     for j in range(xy.shape[1]):
         have = ok[:, j]
         if not have.any():
-            name = layouts_lib.H36M.joint_names[j]
-            srcs = ", ".join(layout.joint_names[i] for i in layout.sources[j])
+            name = skeleton_lib.get_skeleton(target).joint_names[j]
+            srcs = ", ".join(layout.joint_names[i] for i in layout.target_sources(target)[j])
             raise MissingKeypointsError(
-                f"{where}: Human3.6M joint {name!r} (from {layout.name} {srcs}) is missing on "
+                f"{where}: {target} joint {name!r} (from {layout.name} {srcs}) is missing on "
                 f"all {xy.shape[0]} frames; expected it detected on at least one frame."
             )
         if have.all():
@@ -177,6 +196,7 @@ def from_array(
     threshold: float = DEFAULT_THRESHOLD,
     image_size: tuple[int, int] | None = None,
     source: str = "<array>",
+    target: str = "h36m",
 ) -> Keypoints:
     """:class:`Keypoints` from ``[T, J, 2]`` pixels or ``[T, J, 3]`` with confidences."""
     arr = np.asarray(keypoints, np.float32)
@@ -190,4 +210,4 @@ def from_array(
         raise MissingKeypointsError(f"{source}: no frames; expected at least one.")
     scores = arr[..., 2] if arr.shape[-1] == 3 else np.ones(arr.shape[:2], np.float32)
     track = Track("0", np.arange(arr.shape[0]), arr[..., :2], scores, lay.name, image_size, source)
-    return prepare(track, threshold=threshold)
+    return prepare(track, threshold=threshold, target=target)

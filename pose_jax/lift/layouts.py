@@ -1,11 +1,14 @@
-"""2D keypoint layouts of common detectors and their conversion to Human3.6M-17.
+"""2D keypoint layouts of common detectors and their conversion to a model's input layout.
 
-Every model here is trained on Human3.6M-17 in VideoPose3D's order (0 hip, 1-3 right
-hip/knee/foot, 4-6 left hip/knee/foot, 7 spine, 8 thorax, 9 neck/nose, 10 head,
-11-13 left shoulder/elbow/wrist, 14-16 right shoulder/elbow/wrist), so detector
-output is converted first. Each Human3.6M joint is the mean of one or more source
-joints (one matrix per layout, :attr:`Layout.to_h36m`); a joint made from several
-sources is missing when any of them is, and its confidence is their minimum.
+Models take 2D keypoints in one of two layouts (a system's ``keypoints``): Human3.6M-17
+in VideoPose3D's order (0 hip, 1-3 right hip/knee/foot, 4-6 left hip/knee/foot, 7 spine,
+8 thorax, 9 neck/nose, 10 head, 11-13 left shoulder/elbow/wrist, 14-16 right
+shoulder/elbow/wrist), or COCO-17 (D3DP's in-the-wild model: COCO 2D in, Human3.6M 3D
+out), so detector output is converted first. Each target joint is the mean of one or
+more source joints (one matrix per layout and target, :meth:`Layout.matrix`); a joint
+made from several sources is missing when any of them is, and its confidence is their
+minimum. To COCO-17: Halpe-26's first 17 joints are COCO's; BODY_25 maps joint for joint
+by part name; Human3.6M-17 cannot be converted (it has no eyes or ears).
 
 Sources of the correspondences:
 
@@ -25,10 +28,11 @@ Sources of the correspondences:
   head as the mean of the eyes as the COCO rule has it.
 * ``h36m``: already Human3.6M-17 (identity).
 
-Flipping: the lifter converts to Human3.6M before the model sees anything, so its
-flip test-time augmentation mirrors the 2D and the 3D with the same Human3.6M
-left/right lists. :attr:`Layout.flip_permutation` is the permutation in the *source*
-order (left/right lists: VideoPose3D ``data/data_utils.py`` for COCO, MMPose
+Flipping: the lifter converts to the model's input layout before the model sees
+anything; flip test-time augmentation mirrors the 2D with that layout's left/right
+lists and the 3D with Human3.6M's (the same lists for a Human3.6M-input model).
+:attr:`Layout.flip_permutation` is the permutation in the *source* order (left/right
+lists: VideoPose3D ``data/data_utils.py`` for COCO, MMPose
 ``configs/_base_/datasets/halpe26.py`` for Halpe, the part names for BODY_25); it is
 what mirrors raw detector output, and converting commutes with mirroring:
 ``to_h36m(mirror(x, layout.flip_permutation)) == mirror(to_h36m(x), H36M permutation)``.
@@ -63,6 +67,8 @@ class Layout:
       joint_names: one name per source joint.
       sources: per Human3.6M joint, the source joints averaged into it.
       joints_left, joints_right: paired left/right source joints (for mirroring).
+      coco_sources: per COCO-17 joint, its source joint; None when the layout cannot
+        give COCO-17.
     """
 
     name: str
@@ -70,6 +76,7 @@ class Layout:
     sources: tuple[tuple[int, ...], ...]
     joints_left: tuple[int, ...]
     joints_right: tuple[int, ...]
+    coco_sources: tuple[tuple[int, ...], ...] | None = None
 
     @property
     def num_joints(self) -> int:
@@ -79,6 +86,25 @@ class Layout:
     def to_h36m(self) -> np.ndarray:
         """``[17, J]`` averaging matrix: ``h36m = to_h36m @ source``."""
         return _matrix(self.sources, self.num_joints)
+
+    def target_sources(self, target: str) -> tuple[tuple[int, ...], ...]:
+        """Per joint of ``target`` (``'h36m'`` or ``'coco'``), the source joints averaged."""
+        if target not in TARGETS:
+            raise KeypointLayoutError(
+                f"unknown model input layout {target!r}; expected one of {TARGETS}."
+            )
+        sources = self.sources if target == "h36m" else self.coco_sources
+        if sources is None:
+            raise KeypointLayoutError(
+                f"{self.name!r} keypoints cannot be converted to {target!r}: the model takes "
+                f"{target} 2D input, which needs joints {self.name} lacks; give "
+                f"{', '.join(n for n in sorted(LAYOUTS) if LAYOUTS[n].coco_sources)} keypoints."
+            )
+        return sources
+
+    def matrix(self, target: str) -> np.ndarray:
+        """``[17, J]`` averaging matrix to ``target``: ``out = matrix(target) @ source``."""
+        return _matrix(self.target_sources(target), self.num_joints)
 
     @property
     def flip_permutation(self) -> np.ndarray:
@@ -97,10 +123,7 @@ _COCO_NAMES = (
 )
 _COCO_LEFT = (1, 3, 5, 7, 9, 11, 13, 15)
 _COCO_RIGHT = (2, 4, 6, 8, 10, 12, 14, 16)
-_COCO_SOURCES = (
-    (11, 12), (12,), (14,), (16,), (11,), (13,), (15,), (5, 6, 11, 12), (5, 6), (0,),
-    (1, 2), (5,), (7,), (9,), (6,), (8,), (10,),
-)
+_COCO_SOURCES = skeleton_lib.COCO_TO_H36M
 _HALPE_EXTRA = (
     "head", "neck", "hip", "left_big_toe", "right_big_toe", "left_small_toe",
     "right_small_toe", "left_heel", "right_heel",
@@ -120,15 +143,24 @@ _BODY25_SOURCES = (
     (8,), (9,), (10,), (11,), (12,), (13,), (14,), (1, 8), (1,), (0,), (15, 16),
     (5,), (6,), (7,), (2,), (3,), (4,),
 )
+# COCO-17 from BODY_25 by part name: nose, eyes, ears, shoulders, elbows, wrists, hips,
+# knees, ankles (OpenPose doc/02_output.md names both orders).
+_BODY25_TO_COCO = (0, 16, 15, 18, 17, 5, 2, 6, 3, 7, 4, 12, 9, 13, 10, 14, 11)
 # fmt: on
+_COCO_IDENTITY = tuple((k,) for k in range(17))
 
-COCO = Layout("coco", _COCO_NAMES, _COCO_SOURCES, _COCO_LEFT, _COCO_RIGHT)
+TARGETS = ("h36m", "coco")
+
+COCO = Layout(
+    "coco", _COCO_NAMES, _COCO_SOURCES, _COCO_LEFT, _COCO_RIGHT, coco_sources=_COCO_IDENTITY
+)
 HALPE = Layout(
     "halpe",
     (*_COCO_NAMES, *_HALPE_EXTRA),
     _HALPE_SOURCES,
     (*_COCO_LEFT, 20, 22, 24),
     (*_COCO_RIGHT, 21, 23, 25),
+    coco_sources=_COCO_IDENTITY,
 )
 OPENPOSE = Layout(
     "openpose",
@@ -136,6 +168,7 @@ OPENPOSE = Layout(
     _BODY25_SOURCES,
     (5, 6, 7, 12, 13, 14, 16, 18, 19, 20, 21),
     (2, 3, 4, 9, 10, 11, 15, 17, 22, 23, 24),
+    coco_sources=tuple((k,) for k in _BODY25_TO_COCO),
 )
 
 _H36M = skeleton_lib.get_skeleton("h36m")
@@ -180,10 +213,18 @@ def layouts_with(num_joints: int) -> list[str]:
 def to_h36m(
     layout: Layout, xy: np.ndarray, valid: np.ndarray, scores: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Converts ``[..., J, 2]`` source keypoints to Human3.6M-17.
+    """Converts ``[..., J, 2]`` source keypoints to Human3.6M-17 (:func:`convert`)."""
+    return convert(layout, "h36m", xy, valid, scores)
+
+
+def convert(
+    layout: Layout, target: str, xy: np.ndarray, valid: np.ndarray, scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Converts ``[..., J, 2]`` source keypoints to ``target`` (``'h36m'`` or ``'coco'``).
 
     Args:
       layout: the source layout (``J = layout.num_joints``).
+      target: the model's input layout.
       xy: ``[..., J, 2]`` pixels (any value where ``valid`` is False).
       valid: ``[..., J]`` whether each source joint was detected.
       scores: ``[..., J]`` confidences.
@@ -192,7 +233,7 @@ def to_h36m(
       ``(xy [..., 17, 2], valid [..., 17], scores [..., 17])``: a joint averaged from
       several sources is valid when all of them are, with their minimum confidence.
     """
-    m = layout.to_h36m
+    m = layout.matrix(target)
     used = m > 0
     clean = np.where(valid[..., None], xy, 0.0)
     out_xy = np.einsum("kj,...jc->...kc", m, clean)

@@ -136,7 +136,8 @@ class Lifter:
     """Lifts 2D keypoint sequences with a trained system (see the module docstring).
 
     Args:
-      system: a :class:`pose_jax.systems.System` (its skeleton must be Human3.6M-17).
+      system: a :class:`pose_jax.systems.System` (its skeleton must be Human3.6M-17; its
+        2D input Human3.6M-17 or COCO-17: :attr:`keypoints`, what inputs are converted to).
       params: the params ``make_eval_sample_fn`` takes (as evaluation restores them).
       num_frames: the model's window F (``config.data.num_frames``; 1 for frame models).
       eval_config: the run's ``eval`` block (H, K, eta, flip, batch size, seed).
@@ -158,6 +159,7 @@ class Lifter:
                 "converts keypoints to Human3.6M-17, so it needs a model trained on 'h36m'."
             )
         self.system, self.params = system, params
+        self.keypoints = system.keypoints
         self.num_frames = int(num_frames)
         self.eval_config = _eval_block(eval_config)
         self.description = dict(description or {})
@@ -191,7 +193,8 @@ class Lifter:
 
         Args:
           keypoints: ``[T, J, 2]`` or ``[T, J, 3]`` (with confidences) in ``layout``, or a
-            :class:`pose_jax.lift.Keypoints` (``pose_jax.lift.read_keypoints``).
+            :class:`pose_jax.lift.Keypoints` in the model's input layout
+            (``read_keypoints(..., target=lifter.keypoints)``).
           image_size: ``(W, H)`` pixels (default: the one the file records).
           intrinsics: camera, pixels (3x3, ``[fx, fy, cx, cy]`` or 9-vector): the
             aggregate becomes J-Agg and the trajectory is fitted; None: P-Agg.
@@ -204,7 +207,13 @@ class Lifter:
         kp = keypoints
         if not isinstance(kp, keypoints_lib.Keypoints):
             kp = keypoints_lib.from_array(
-                kp, layout=layout, threshold=threshold, image_size=image_size
+                kp, layout=layout, threshold=threshold, image_size=image_size, target=self.keypoints
+            )
+        if kp.target != self.keypoints:
+            raise LiftModelError(
+                f"{kp.source}: keypoints converted to {kp.target!r}, but the model takes "
+                f"{self.keypoints!r} 2D input; read them with read_keypoints(..., "
+                f"target={self.keypoints!r}) (Lifter.keypoints)."
             )
         size = check_image_size(kp, image_size)
         h = int(num_hypotheses or self.eval_config.num_hypotheses)
@@ -278,6 +287,8 @@ def _aggregate(hyps, kp, uv, size, intrinsics, settings) -> LiftResult:
     trajectory, poses, aggregation = None, mean, "p_agg"
     if intrinsics is not None:
         cam = normalized_intrinsics(intrinsics, size)
+        if kp.target != "h36m":  # reprojection compares with the 3D's own joints
+            uv = camera_lib.normalize_screen_coordinates(kp.xy_h36m(), *size).astype(np.float32)
         trajectory = fit_trajectory(mean, uv, cam)  # [T, 3]
         poses = np.asarray(
             metrics.jpma_select(

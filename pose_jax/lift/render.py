@@ -20,7 +20,10 @@ from pose_jax.lift.errors import RenderError
 from pose_jax.lift.result import LiftResult
 
 _SK = skeleton_lib.get_skeleton("h36m")
-_LEFT = set(_SK.joints_left)
+
+
+def _bones(sk: skeleton_lib.Skeleton) -> list[tuple[int, int]]:
+    return [(p, j) for j, p in enumerate(sk.parents) if p >= 0]
 
 
 def _pyplot():
@@ -32,8 +35,8 @@ def _pyplot():
     return plt
 
 
-def _colour(j: int) -> str:
-    return "tab:red" if j in _LEFT else "tab:blue"
+def _colour(j: int, sk: skeleton_lib.Skeleton = _SK) -> str:
+    return "tab:red" if j in sk.joints_left else "tab:blue"
 
 
 def _to_view(p: np.ndarray) -> np.ndarray:
@@ -54,7 +57,8 @@ class _Figure:
         self.ax2.set_xlim(0, w)
         self.ax2.set_ylim(h, 0)
         self.ax2.set_aspect("equal")
-        self.ax2.set_title("2D input (H36M-17)", fontsize=9)
+        self.sk2 = skeleton_lib.get_skeleton(result.keypoints.target)
+        self.ax2.set_title(f"2D input ({self.sk2.name.upper()}-17)", fontsize=9)
         r = 0.9  # metres around the root
         self.ax3.set_xlim(-r, r)
         self.ax3.set_ylim(-r, r)
@@ -67,8 +71,10 @@ class _Figure:
             axis.set_ticks([-0.5, 0.0, 0.5])
         self.ax3.view_init(elev=12, azim=-65)
         self.ax3.set_title(f"3D ({result.aggregation}, H={result.hypotheses.shape[1]})", fontsize=9)
-        bones = [(p, j) for j, p in enumerate(_SK.parents) if p >= 0]
-        self.lines2 = [self.ax2.plot([], [], color=_colour(j), lw=2)[0] for _, j in bones]
+        bones, self.bones2 = _bones(_SK), _bones(self.sk2)
+        self.lines2 = [
+            self.ax2.plot([], [], color=_colour(j, self.sk2), lw=2)[0] for _, j in self.bones2
+        ]
         self.missing = self.ax2.plot([], [], "x", color="k", ms=6)[0]
         nh = min(max_hypotheses, result.hypotheses.shape[1])
         self.hyp_lines = [
@@ -88,7 +94,7 @@ class _Figure:
     def draw(self, t: int):
         kp = self.result.keypoints
         xy = kp.xy[t]
-        for line, (p, j) in zip(self.lines2, self.bones, strict=True):
+        for line, (p, j) in zip(self.lines2, self.bones2, strict=True):
             line.set_data(xy[[p, j], 0], xy[[p, j], 1])
         miss = kp.missing[t]
         self.missing.set_data(xy[miss, 0], xy[miss, 1])

@@ -18,6 +18,9 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from pose_jax import skeleton as skeleton_lib
+from pose_jax.errors import ConfigError
+
 Array = jax.Array
 # ``sample_fn(pose_2d [b, F, J, 2], key, *, sequence=None) -> [b, K, H, F, J, 3]`` metres.
 SampleFn = Callable[..., Any]
@@ -77,20 +80,59 @@ def set_entries(block: Any) -> dict[str, Any]:
     return {k: v for k, v in dict(block.items()).items() if v is not None}
 
 
+def input_layout(family: str, skeleton: str, keypoints: str | None, *, any_layout: bool) -> str:
+    """The 2D input layout of a system: ``keypoints`` (default ``skeleton``), checked.
+
+    ``any_layout``: the family's denoiser reads 2D joints as independent tokens, so the
+    input may be in another layout than the 3D (COCO-17 in, Human3.6M-17 out); graph
+    models (DiffPose's GCN, KTPFormer's priors) share one skeleton graph and need both
+    the same.
+    """
+    keypoints = skeleton if keypoints is None else keypoints
+    known = skeleton_lib.keypoint_layouts()
+    if keypoints not in known:
+        raise ConfigError(f"{family}: 2D keypoint layout {keypoints!r}; expected one of {known}.")
+    if keypoints == "coco" and skeleton != "h36m":
+        raise ConfigError(
+            f"{family}: COCO-17 2D input needs the Human3.6M-17 skeleton (its J-Agg compares "
+            f"the 2D converted to Human3.6M-17); got the {skeleton!r} skeleton."
+        )
+    if keypoints != skeleton and not any_layout:
+        raise ConfigError(
+            f"{family}: the dataset's 2D keypoints are in the {keypoints!r} layout and its 3D "
+            f"in {skeleton!r}; this family's graph joins 2D and 3D joint by joint, so it needs "
+            "both in one layout (COCO-17 input is supported by D3DP and FinePOSE)."
+        )
+    return keypoints
+
+
 def model_kwargs(config: Any) -> dict[str, Any]:
     """``config.model.kwargs``: the overrides every family passes to ``get_model``."""
     return set_entries(config.model.get("kwargs"))
 
 
 class System(abc.ABC):
-    """A model family's training and sampling, as pure functions of its parameters."""
+    """A model family's training and sampling, as pure functions of its parameters.
+
+    Attributes:
+      skeleton: the 3D joint layout it predicts (``pose_jax.skeleton`` name).
+      keypoints: the 2D input's joint layout: the skeleton's own, or ``'coco'`` for a
+        family that takes COCO-17 input (D3DP and FinePOSE; flip test-time augmentation
+        then mirrors the 2D with COCO's left/right lists and the 3D with the skeleton's).
+    """
 
     skeleton: str
+    keypoints: str
 
     @classmethod
     @abc.abstractmethod
-    def from_config(cls, config: Any, *, skeleton: str = "h36m") -> System:
-        """Builds the system from a config's ``model``, ``data`` and ``diffusion`` blocks."""
+    def from_config(
+        cls, config: Any, *, skeleton: str = "h36m", keypoints: str | None = None
+    ) -> System:
+        """Builds the system from a config's ``model``, ``data`` and ``diffusion`` blocks.
+
+        ``skeleton``: the 3D layout; ``keypoints``: the 2D input layout (None: the same).
+        """
 
     @abc.abstractmethod
     def example_batch(self, num_frames: int) -> dict[str, np.ndarray]:

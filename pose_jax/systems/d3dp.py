@@ -21,7 +21,13 @@ import numpy as np
 from pose_jax import diffusion
 from pose_jax import skeleton as skeleton_lib
 from pose_jax.models import ModelFns, get_model, make_model_fns
-from pose_jax.systems.base import SamplerInputs, SamplerSpec, System, model_kwargs
+from pose_jax.systems.base import (
+    SamplerInputs,
+    SamplerSpec,
+    System,
+    input_layout,
+    model_kwargs,
+)
 
 Array = jax.Array
 
@@ -36,7 +42,9 @@ class D3DPSystem(System):
       scale: signal scale (``-scale``, 1.0): x0 = pose * scale.
       clip: clamp bound in units of ``scale`` (1.1): x_t and x0_hat are clamped to
         ``+-clip * scale``.
-      skeleton: joint layout used by flip test-time augmentation.
+      skeleton: the 3D joint layout (flip test-time augmentation of the state).
+      keypoints: the 2D input's layout (flip of the condition): the skeleton's, or
+        ``'coco'`` (D3DP's in-the-wild model: COCO-17 in, Human3.6M-17 out).
     """
 
     model: ModelFns
@@ -44,9 +52,12 @@ class D3DPSystem(System):
     scale: float = 1.0
     clip: float = 1.1
     skeleton: str = "h36m"
+    keypoints: str = "h36m"
 
     @classmethod
-    def from_config(cls, config: Any, *, skeleton: str = "h36m") -> D3DPSystem:
+    def from_config(
+        cls, config: Any, *, skeleton: str = "h36m", keypoints: str | None = None
+    ) -> D3DPSystem:
         """Builds the system from a config's ``model``, ``data`` and ``diffusion`` blocks.
 
         The denoiser is ``get_model(config.model.name, **config.model.kwargs)`` with the
@@ -64,6 +75,7 @@ class D3DPSystem(System):
             scale=config.diffusion.scale,
             clip=config.diffusion.clip,
             skeleton=skeleton,
+            keypoints=input_layout("D3DP", skeleton, keypoints, any_layout=True),
         )
 
     # -- training ---------------------------------------------------------------
@@ -117,10 +129,11 @@ class D3DPSystem(System):
         Called as ``sampler(params, {'pose_2d': [B, F, J, 2], ...}, key)``; its
         ``x0_steps [B, K, H, F, J, 3]`` are in scaled units (divide by ``scale``
         for metres; :meth:`sample_poses` does). Flip TTA mirrors only ``pose_2d``;
-        other cond entries (FinePOSE's prompt features) pass through unchanged.
+        other cond entries (FinePOSE's prompt features) pass through unchanged; the 2D
+        is mirrored in its own layout (:attr:`keypoints`), the state in the skeleton's.
         ``compiler_options``: XLA options of the jit path (``diffusion.make_sampler``).
         """
-        flip = diffusion.make_flip_fn(self.skeleton)
+        flip = diffusion.make_flip_fn(self.keypoints)
 
         def cond_flip_fn(cond):
             return {**cond, "pose_2d": flip(cond["pose_2d"])}

@@ -49,6 +49,7 @@ from pose_jax.systems.base import (
     SamplerInputs,
     SamplerSpec,
     System,
+    input_layout,
     model_kwargs,
     set_entries,
 )
@@ -245,6 +246,11 @@ class DiffPoseSystem(System):
         return ("pose_3d", "pose_2d", "traj", "intrinsics")
 
     @property
+    def keypoints(self) -> str:
+        """The 2D input layout: always the skeleton's (the GCN joins 2D and 3D per joint)."""
+        return self.skeleton
+
+    @property
     def num_joints(self) -> int:
         return skeleton_lib.get_skeleton(self.skeleton).num_joints
 
@@ -253,7 +259,9 @@ class DiffPoseSystem(System):
         return skeleton_lib.get_skeleton(self.skeleton).root
 
     @classmethod
-    def from_config(cls, config: Any, *, skeleton: str = "h36m") -> DiffPoseSystem:
+    def from_config(
+        cls, config: Any, *, skeleton: str = "h36m", keypoints: str | None = None
+    ) -> DiffPoseSystem:
         """Builds the system from ``config.model`` / ``diffusion`` / ``data``.
 
         ``config.model``: ``stage``, ``name`` (denoiser) and ``kwargs`` (its overrides),
@@ -262,6 +270,7 @@ class DiffPoseSystem(System):
         ``uv_noise``, ``gmm_*``, ``train_uv``, ``reroot_init``.
         """
         m, d = config.model, config.diffusion
+        input_layout("DiffPose", skeleton, keypoints, any_layout=False)
         lifter_kwargs = set_entries(m.get("lifter_kwargs"))
         initializer = make_initializer(get_model(m.lifter, **lifter_kwargs))
         system = cls(

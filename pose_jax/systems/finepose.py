@@ -56,7 +56,7 @@ from pose_jax.models.finepose import (
     FinePOSEDenoiser,
     PromptBranch,
 )
-from pose_jax.systems.base import SamplerInputs, SamplerSpec, model_kwargs
+from pose_jax.systems.base import SamplerInputs, SamplerSpec, input_layout, model_kwargs
 from pose_jax.systems.d3dp import D3DPSystem
 
 Array = jax.Array
@@ -159,7 +159,12 @@ class FinePOSESystem(D3DPSystem):
 
     @classmethod
     def from_config(
-        cls, config: Any, *, skeleton: str = "h36m", frozen_params: Any = None
+        cls,
+        config: Any,
+        *,
+        skeleton: str = "h36m",
+        keypoints: str | None = None,
+        frozen_params: Any = None,
     ) -> FinePOSESystem:
         """Builds the system from ``config.model/data/diffusion``.
 
@@ -208,6 +213,7 @@ class FinePOSESystem(D3DPSystem):
             scale=config.diffusion.scale,
             clip=config.diffusion.clip,
             skeleton=skeleton,
+            keypoints=input_layout("FinePOSE", skeleton, keypoints, any_layout=True),
             train_model=make_model_fns(train_module),
             mode=mode,
             frozen=frozen_params,

@@ -37,7 +37,13 @@ from pose_jax import diffusion
 from pose_jax import sharding as sharding_lib
 from pose_jax import skeleton as skeleton_lib
 from pose_jax.models import ModelFns, get_model, make_model_fns
-from pose_jax.systems.base import SamplerInputs, SamplerSpec, System, model_kwargs
+from pose_jax.systems.base import (
+    SamplerInputs,
+    SamplerSpec,
+    System,
+    input_layout,
+    model_kwargs,
+)
 
 Array = jax.Array
 
@@ -140,10 +146,18 @@ class KTPFormerSystem(System):
     tc_weight: float = 0.5
     velocity_weight: float = 2.0
 
+    @property
+    def keypoints(self) -> str:
+        """The 2D input layout: always the skeleton's (the priors' graph is the skeleton's)."""
+        return self.skeleton
+
     @classmethod
-    def from_config(cls, config: Any, *, skeleton: str = "h36m") -> KTPFormerSystem:
+    def from_config(
+        cls, config: Any, *, skeleton: str = "h36m", keypoints: str | None = None
+    ) -> KTPFormerSystem:
         """``get_model(config.model.name, **config.model.kwargs)`` with the clip length and
         drop-path rate of the config added (kwargs win)."""
+        input_layout("KTPFormer", skeleton, keypoints, any_layout=False)
         overrides = {
             "num_frames": config.data.num_frames,
             "drop_path_rate": config.model.drop_path_rate,
