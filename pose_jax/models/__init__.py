@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 
 from pose_jax import _checks, model_state
+from pose_jax.models import layers
 from pose_jax.models.finepose import FinePOSEDenoiser
 from pose_jax.models.gcn import GCNDiff, GraFormer, MonoMotionDiff
 from pose_jax.models.ktpformer import KTPFormer, kinematics_prior
@@ -96,6 +97,13 @@ _VARIANTS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
 }
 
 
+# Options that change how, not what, a model computes; checked when the model is built.
+_OPTION_CHECKS: dict[str, Callable[[str, Any], None]] = {
+    "remat": layers.check_remat,
+    "attention_impl": layers.check_attention_implementation,
+}
+
+
 def available_models() -> tuple[str, ...]:
     return tuple(sorted(_VARIANTS))
 
@@ -105,6 +113,7 @@ def get_model(name: str, **overrides: Any) -> nn.Module:
 
     Raises:
       ValueError: unknown name, or an override the module does not have.
+      ConfigError: a bad ``remat`` or ``attention_impl`` value.
     """
     _checks.check_choice("get_model", "model", name, available_models())
     cls, defaults = _VARIANTS[name]
@@ -115,6 +124,9 @@ def get_model(name: str, **overrides: Any) -> nn.Module:
             f"get_model: model {name!r} has no option(s) {unknown}; "
             f"expected some of {sorted(fields)}."
         )
+    for key, check in _OPTION_CHECKS.items():
+        if key in overrides:
+            check(f"get_model({name!r})", overrides[key])
     return cls(**{**defaults, **overrides})
 
 

@@ -95,13 +95,19 @@ class PromptEncoderLayer(nn.Module):
     ffn_dim: int
     dropout: float = 0.0
     dtype: jnp.dtype | None = None
+    attention_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: Array, *, deterministic: bool) -> Array:
         d = x.shape[-1]
         drop = nn.Dropout(self.dropout)
         h = layers.SelfAttention(
-            self.num_heads, qkv_bias=True, attn_dropout=self.dropout, dtype=self.dtype, name="attn"
+            self.num_heads,
+            qkv_bias=True,
+            attn_dropout=self.dropout,
+            dtype=self.dtype,
+            implementation=self.attention_impl,
+            name="attn",
         )(x, deterministic=deterministic)
         x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm1")(
             x + drop(h, deterministic=deterministic)
@@ -119,11 +125,14 @@ class TemporalCrossAttention(nn.Module):
 
     ``x [R, F, C]`` (rows = (clip, joint)), prompt keys/values ``kv [R or N, L, C]``
     already projected, ``emb [R, C]``. Output ``x + Stylize(softmax(q k^T / sqrt(d)) v, emb)``.
+    ``attention_impl``: see :func:`~pose_jax.models.layers.dot_product_attention`
+    (``'auto'`` computes it as ``'einsum'`` while its dropout is active).
     """
 
     num_heads: int
     dropout: float = 0.0
     dtype: jnp.dtype | None = None
+    attention_impl: str = "auto"
 
     @nn.compact
     def __call__(
@@ -154,17 +163,16 @@ class TemporalCrossAttention(nn.Module):
         k = layers.TorchDense(c, dtype=self.dtype, name="key")(text).reshape(n, -1, h, hd)
         v = layers.TorchDense(c, dtype=self.dtype, name="value")(text).reshape(n, -1, h, hd)
         if row_index is None:
-            # No per-row copies of the keys: [N, J, F, H, d] x [N, L, H, d].
-            q = q.reshape(n, num_joints, f, h, hd)
-            logits = jnp.einsum("njfhd,nlhd->njflh", q, k).astype(jnp.float32) * hd**-0.5
-            w = drop(jax.nn.softmax(logits, axis=3).astype(v.dtype), deterministic=deterministic)
-            y = jnp.einsum("njflh,nlhd->njfhd", w, v).reshape(r, f, c)
+            # No per-row copies of the keys: a clip's J * F queries read its own prompt.
+            q = q.reshape(n, num_joints * f, h, hd)
         else:
             k, v = k[row_index], v[row_index]  # [R, L, H, d]
             q = q.reshape(r, f, h, hd)
-            logits = jnp.einsum("rfhd,rlhd->rflh", q, k).astype(jnp.float32) * hd**-0.5
-            w = drop(jax.nn.softmax(logits, axis=2).astype(v.dtype), deterministic=deterministic)
-            y = jnp.einsum("rflh,rlhd->rfhd", w, v).reshape(r, f, c)
+        dropout = layers.attention_dropout(self.dropout, deterministic)
+        impl = "einsum" if dropout is not None and self.attention_impl == "auto" else None
+        y = layers.dot_product_attention(
+            q, k, v, implementation=impl or self.attention_impl, dropout=dropout
+        ).reshape(r, f, c)
 
         # PTS (the reference's StylizationBlock); one emb per clip, shared by its joints.
         style = layers.TorchDense(2 * c, dtype=self.dtype, name="style_emb")(jax.nn.silu(emb))
@@ -202,6 +210,7 @@ class PromptBranch(nn.Module):
     out_dim: int = 512
     dropout: float = 0.0
     dtype: jnp.dtype | None = None
+    attention_impl: str = "auto"
 
     def setup(self):
         _checks.check_choice("PromptBranch", "prompt_layout", self.layout, tuple(PROMPT_LAYOUTS))
@@ -221,7 +230,7 @@ class PromptBranch(nn.Module):
         self.text_encoder = [
             PromptEncoderLayer(
                 self.num_heads, self.text_ffn_dim, self.dropout, dtype=self.dtype,
-                name=f"text_encoder_{i}",
+                attention_impl=self.attention_impl, name=f"text_encoder_{i}",
             )
             for i in range(self.text_layers)
         ]  # fmt: skip
@@ -327,6 +336,7 @@ class FinePOSEDenoiser(MixSTEDenoiser):
             out_dim=self.embed_dim,
             dropout=self.dropout,
             dtype=self.dtype,
+            attention_impl=self.attention_impl,
             name=name,
         )
 
@@ -385,13 +395,20 @@ class FinePOSEDenoiser(MixSTEDenoiser):
     def after_first_spatial(self, x, emb, cond, *, deterministic):
         n, f, j, c = x.shape
         rows = x.transpose(0, 2, 1, 3).reshape(n * j, f, c)  # (clip, joint) rows
-        rows = TemporalCrossAttention(
-            self.num_heads, self.dropout, dtype=self.dtype, name="cross_attn"
-        )(
+        cross = TemporalCrossAttention(
+            self.num_heads,
+            self.dropout,
+            dtype=self.dtype,
+            attention_impl=self.attention_impl,
+            name="cross_attn",
+        )
+        rows = layers.call_block(
+            cross,
             rows,
             cond["prompt"].astype(rows.dtype),
             emb,
             self._row_index(n, j),
+            remat=self.remat,
             num_joints=j,
             deterministic=deterministic,
         )

@@ -32,6 +32,7 @@ from collections.abc import Mapping
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pose_jax import _checks
 from pose_jax import skeleton as skeleton_lib
@@ -62,20 +63,22 @@ def _graformer_stack(
     dropout: float,
     deterministic: bool,
     dtype,
+    remat: str = "none",
     prefix: str = "",
 ) -> Array:
     """``ChebConv(-> h)``, ``num_layers x [GraAttenLayer, ResChebBlock]``, ``ChebConv(h -> out)``.
 
-    Called inside a compact ``__call__``: the submodules belong to the caller.
+    Called inside a compact ``__call__``: the submodules belong to the caller. ``remat``:
+    the layers' rematerialisation (:data:`~pose_jax.models.layers.REMAT_POLICIES`).
     """
     out = graph_lib.ChebConv(hidden, dtype=dtype, name=f"{prefix}input_conv")(x, basis)
     for i in range(num_layers):
-        out = graph_lib.GraAttenLayer(
+        atten = graph_lib.GraAttenLayer(
             num_heads, dropout, dtype=dtype, name=f"{prefix}attention_{i}"
-        )(out, deterministic=deterministic)
-        out = graph_lib.ResChebBlock(hidden, dtype=dtype, name=f"{prefix}res_block_{i}")(
-            out, basis, temb, deterministic=deterministic
         )
+        out = layers.call_block(atten, out, remat=remat, deterministic=deterministic)
+        res = graph_lib.ResChebBlock(hidden, dtype=dtype, name=f"{prefix}res_block_{i}")
+        out = _res_block(res, out, basis, temb, remat=remat, deterministic=deterministic)
     return graph_lib.ChebConv(out_features, dtype=dtype, name=f"{prefix}output_conv")(out, basis)
 
 
@@ -90,6 +93,8 @@ class GraFormer(nn.Module):
       num_heads: attention heads (4).
       dropout: sublayer dropout (0.25); the Chebyshev blocks use 0.1, attention 0.1.
       in_features, out_features: 2 (uv) -> 3 (xyz).
+      remat: what each attention / residual-Chebyshev layer keeps for the backward
+        pass (:data:`~pose_jax.models.layers.REMAT_POLICIES`; parameters unchanged).
     """
 
     num_joints: int = 17
@@ -101,6 +106,7 @@ class GraFormer(nn.Module):
     in_features: int = 2
     out_features: int = 3
     dtype: jnp.dtype | None = None
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, pose_2d: Array, *, train: bool = False) -> Array:
@@ -118,8 +124,26 @@ class GraFormer(nn.Module):
             dropout=self.dropout,
             deterministic=not train,
             dtype=self.dtype,
+            remat=self.remat,
         )
         return out.astype(jnp.float32)
+
+
+def _res_block(
+    block: graph_lib.ResChebBlock,
+    x: Array,
+    basis: np.ndarray,
+    temb: Array | None,
+    *,
+    remat: str,
+    deterministic: bool,
+) -> Array:
+    """``block(x, basis, temb)`` rematerialised per ``remat`` (the host ``basis`` stays static)."""
+
+    def fn(mdl, y, e):
+        return mdl(y, basis, e, deterministic=deterministic)
+
+    return layers.remat_apply(fn, block, x, temb, remat=remat)
 
 
 def _check_state(fn: str, x_t: Array, t: Array, num_joints: int, channels: int) -> int:
@@ -133,7 +157,8 @@ def _check_state(fn: str, x_t: Array, t: Array, num_joints: int, channels: int) 
 class GCNDiff(nn.Module):
     """DiffPose's GCNdiff: ``(x_t uvxyz, t) -> eps_hat`` over the joint graph.
 
-    Attributes are those of :class:`GraFormer`, with ``channels`` (5) in and out.
+    Attributes are those of :class:`GraFormer` (``remat`` too), with ``channels`` (5) in
+    and out.
     """
 
     num_joints: int = 17
@@ -144,6 +169,7 @@ class GCNDiff(nn.Module):
     dropout: float = 0.25
     channels: int = 5
     dtype: jnp.dtype | None = None
+    remat: str = "none"
 
     @nn.compact
     def __call__(
@@ -175,6 +201,7 @@ class GCNDiff(nn.Module):
             dropout=self.dropout,
             deterministic=not train,
             dtype=self.dtype,
+            remat=self.remat,
         )
         return out.astype(jnp.float32)
 
@@ -187,6 +214,7 @@ class MonoMotionDiff(nn.Module):
       edges: skeleton edges.
       hidden, num_layers, num_heads, dropout: as :class:`GCNDiff` (96, 5, 4, 0.25).
       embed_channels: channels per node after the cross-channel embedding (3).
+      remat: as :class:`GraFormer`'s, for both branches' layers.
     """
 
     num_joints: int = 17
@@ -197,6 +225,7 @@ class MonoMotionDiff(nn.Module):
     dropout: float = 0.25
     embed_channels: int = 3
     dtype: jnp.dtype | None = None
+    remat: str = "none"
 
     @nn.compact
     def __call__(
@@ -242,30 +271,34 @@ class MonoMotionDiff(nn.Module):
         g = layers.TorchDense(2 * j, dtype=self.dtype, name="guide_nodes")(jnp.swapaxes(g, -1, -2))
         g = jnp.swapaxes(g, -1, -2)  # [N, 2J, h]
 
-        def atten(name):
-            return graph_lib.GraAttenLayer(
+        def atten(name, y):
+            layer = graph_lib.GraAttenLayer(
                 self.num_heads, self.dropout, dtype=self.dtype, name=name
             )
+            return layers.call_block(layer, y, remat=self.remat, deterministic=deterministic)
 
-        def res(name):
-            return graph_lib.ResChebBlock(h, dtype=self.dtype, name=name)
+        def res(name, y):
+            block = graph_lib.ResChebBlock(h, dtype=self.dtype, name=name)
+            return _res_block(block, y, basis, temb, remat=self.remat, deterministic=deterministic)
 
         out = graph_lib.ChebConv(h, dtype=self.dtype, name="input_conv")(x, basis) + g
         last = self.num_layers - 1
         for i in range(self.num_layers):
-            out = atten(f"attention_{i}")(out, deterministic=deterministic)
-            g = atten(f"guide_attention_{i}")(g, deterministic=deterministic)
+            out = atten(f"attention_{i}", out)
+            g = atten(f"guide_attention_{i}", g)
             out = out + g
             if i == last:
                 break
             g = g + out  # the reference's in-place `guide += out`: 2 g_old + out_old
-            out = res(f"res_block_{i}")(out, basis, temb, deterministic=deterministic)
-            g = res(f"guide_res_block_{i}")(g, basis, temb, deterministic=deterministic)
-        out = res(f"res_block_{last}")(out, basis, temb, deterministic=deterministic)
+            out = res(f"res_block_{i}", out)
+            g = res(f"guide_res_block_{i}", g)
+        out = res(f"res_block_{last}", out)
         out = graph_lib.ChebConv(c, dtype=self.dtype, name="output_conv")(out, basis)
         if self.is_initializing():
             # Registered but unused by the reference's forward; kept for checkpoint parity.
-            res(f"guide_res_block_{last}")(g, basis, temb, deterministic=True)
+            graph_lib.ResChebBlock(h, dtype=self.dtype, name=f"guide_res_block_{last}")(
+                g, basis, temb, deterministic=True
+            )
             graph_lib.ChebConv(c, dtype=self.dtype, name="guide_output_conv")(g, basis)
 
         # Read-out: the 2D-node and 3D-node halves side by side, then Linear(6 -> 5).

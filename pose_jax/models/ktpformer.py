@@ -58,7 +58,7 @@ import numpy as np
 from pose_jax import skeleton as skeleton_lib
 from pose_jax.models import layers
 from pose_jax.models.graph import Graph
-from pose_jax.models.mixste import BlockFactory, MixSTEDenoiser, PerStage
+from pose_jax.models.mixste import BlockFactory, MixSTEDenoiser, PerStage, transformer_block
 
 Array = jax.Array
 
@@ -263,46 +263,15 @@ class TrajectoryPrior(nn.Module):
         return x + out.transpose(0, 2, 1, 3).astype(x.dtype)
 
 
-class PriorAttentionBlock(nn.Module):
-    """The attention block of KPA / TPA: ``x += DP(Attn(LN_a(x)))``, ``x += DP(MLP(LN(x)))``.
+def prior_attention_block(**block_args) -> layers.TransformerBlock:
+    """Block factory of KTPFormer's stage-0 blocks (``PerStage({0: prior_attention_block})``).
 
-    :class:`~pose_jax.models.layers.TransformerBlock` with the attention's LayerNorm
-    at ``attn_ln_eps`` (1e-5: the reference passes ``nn.LayerNorm`` to it) and the
-    MLP's at ``ln_eps`` (1e-6). Same parameter names.
+    The attention block of KPA / TPA, ``x += DP(Attn(LN_a(x)))``, ``x += DP(MLP(LN(x)))``:
+    MixSTE's :func:`~pose_jax.models.mixste.transformer_block` with the attention's
+    LayerNorm at eps 1e-5 (the reference passes ``nn.LayerNorm`` to it) and the MLP's
+    at ``ln_eps`` (1e-6). Same parameter names.
     """
-
-    num_heads: int
-    mlp_ratio: float = 2.0
-    qkv_bias: bool = True
-    dropout: float = 0.0
-    attn_dropout: float = 0.0
-    drop_path: float = 0.0
-    ln_eps: float = 1e-6
-    attn_ln_eps: float = 1e-5
-    dtype: jnp.dtype | None = None
-
-    @nn.compact
-    def __call__(self, x: Array, *, deterministic: bool) -> Array:
-        c = x.shape[-1]
-        dp = layers.DropPath(self.drop_path, name="drop_path")
-        h = nn.LayerNorm(epsilon=self.attn_ln_eps, dtype=self.dtype, name="norm1")(x)
-        h = layers.SelfAttention(
-            self.num_heads, self.qkv_bias, self.attn_dropout, dtype=self.dtype, name="attn"
-        )(h, deterministic=deterministic)
-        x = x + dp(h, deterministic=deterministic)
-        h = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm2")(x)
-        h = layers.Mlp(int(c * self.mlp_ratio), self.dropout, dtype=self.dtype, name="mlp")(
-            h, deterministic=deterministic
-        )
-        return x + dp(h, deterministic=deterministic)
-
-
-def prior_attention_block(
-    *, kind: str, stage: int, depth: int, num_tokens: int, **hparams
-) -> PriorAttentionBlock:
-    """Block factory of KTPFormer's stage-0 blocks (``PerStage({0: prior_attention_block})``)."""
-    del kind, stage, depth, num_tokens
-    return PriorAttentionBlock(**hparams)
+    return transformer_block(attn_ln_eps=1e-5, **block_args)
 
 
 PRIOR_STAGES = PerStage({0: prior_attention_block})

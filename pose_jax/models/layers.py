@@ -10,18 +10,42 @@ one to one.
 any module class (or ``functools.partial`` of one) taking the keyword arguments
 ``num_heads, qkv_bias, attn_dropout, dtype, name`` and mapping
 ``(x [B, L, C], *, deterministic) -> [B, L, C]`` plugs in (see :class:`SelfAttention`).
+
+Two switches that change how, not what, is computed (every model that uses these
+blocks exposes them as fields; parameters are unchanged):
+
+* the attention implementation (:data:`ATTENTION_IMPLEMENTATIONS`,
+  :func:`dot_product_attention`);
+* rematerialisation of a block in the backward pass (:data:`REMAT_POLICIES`,
+  :func:`call_block`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from pose_jax.errors import ConfigError
+
 Array = jax.Array
+
+# How softmax(q k^T / sqrt(d)) v is computed. 'auto', 'xla', 'cudnn':
+# ``jax.nn.dot_product_attention`` with ``implementation=`` None (JAX's choice; XLA in
+# jax 0.12), 'xla' or 'cudnn' (cuDNN flash attention: GPU, float16/bfloat16 only);
+# 'einsum': two einsums around an explicit float32 softmax (the only one with
+# attention-probability dropout).
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "einsum")
+
+# What a block keeps for its backward pass. 'none': every intermediate (no recompute);
+# 'block': only the block's input, the block is recomputed in the backward pass
+# (``jax.checkpoint``); 'dots_saveable': the outputs of its matrix products are kept,
+# the elementwise work between them recomputed.
+REMAT_POLICIES = ("none", "block", "dots_saveable")
 
 
 def torch_kernel_init() -> Callable:
@@ -123,17 +147,64 @@ class DropPath(nn.Module):
         return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
+def check_attention_implementation(fn: str, value: str) -> None:
+    """Refuses an attention implementation outside :data:`ATTENTION_IMPLEMENTATIONS`."""
+    if value not in ATTENTION_IMPLEMENTATIONS:
+        raise ConfigError(
+            f"{fn}: attention_impl={value!r}; expected one of {list(ATTENTION_IMPLEMENTATIONS)}."
+        )
+
+
+def dot_product_attention(
+    q: Array, k: Array, v: Array, *, implementation: str, dropout: Callable | None = None
+) -> Array:
+    """``softmax(q k^T / sqrt(d)) v`` per head; ``q [N, T, H, d]``, ``k, v [N, S, H, d]``.
+
+    Logits and softmax in float32, the output in ``v``'s dtype, ``[N, T, H, d]``.
+    ``implementation``: one of :data:`ATTENTION_IMPLEMENTATIONS`. ``dropout`` (a
+    function of the probabilities ``[N, H, T, S]``) needs ``'einsum'``.
+    """
+    check_attention_implementation("dot_product_attention", implementation)
+    if implementation != "einsum":
+        if dropout is not None:
+            raise ValueError(
+                f"dot_product_attention: attention dropout needs attention_impl='einsum'; "
+                f"got {implementation!r}."
+            )
+        impl = None if implementation == "auto" else implementation
+        return jax.nn.dot_product_attention(q, k, v, implementation=impl).astype(v.dtype)
+    logits = jnp.einsum("nqhd,nkhd->nhqk", q, k) * (q.shape[-1] ** -0.5)
+    attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+    if dropout is not None:
+        attn = dropout(attn)
+    return jnp.einsum("nhqk,nkhd->nqhd", attn, v)
+
+
+def attention_dropout(rate: float, deterministic: bool) -> Callable | None:
+    """The probability dropout of an attention call, or None when it does nothing.
+
+    Called inside a compact method: the ``nn.Dropout`` belongs to the caller.
+    """
+    if deterministic or rate == 0.0:
+        return None
+    drop = nn.Dropout(rate)
+    return lambda a: drop(a, deterministic=False)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with a fused ``qkv`` projection (timm/MixSTE layout).
 
     Shapes: ``x: [N, L, C] -> [N, L, C]``; softmax in float32. Parameters
     ``qkv`` and ``proj``. The default ``attention`` of :class:`TransformerBlock`.
+    ``implementation``: see :func:`dot_product_attention`; with attention dropout
+    active (training, ``attn_dropout > 0``) ``'auto'`` computes it as ``'einsum'``.
     """
 
     num_heads: int
     qkv_bias: bool = True
     attn_dropout: float = 0.0
     dtype: jnp.dtype | None = None
+    implementation: str = "auto"
 
     @nn.compact
     def __call__(self, x: Array, *, deterministic: bool) -> Array:
@@ -141,12 +212,16 @@ class SelfAttention(nn.Module):
         hd = c // self.num_heads
         qkv = TorchDense(3 * c, use_bias=self.qkv_bias, dtype=self.dtype, name="qkv")(x)
         qkv = qkv.reshape(n, length, 3, self.num_heads, hd)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        logits = jnp.einsum("nqhd,nkhd->nhqk", q, k) * (hd**-0.5)
-        attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-        attn = nn.Dropout(self.attn_dropout)(attn, deterministic=deterministic)
-        out = jnp.einsum("nhqk,nkhd->nqhd", attn, v).reshape(n, length, c)
-        return TorchDense(c, dtype=self.dtype, name="proj")(out)
+        dropout = attention_dropout(self.attn_dropout, deterministic)
+        impl = "einsum" if dropout is not None and self.implementation == "auto" else None
+        out = dot_product_attention(
+            qkv[:, :, 0],
+            qkv[:, :, 1],
+            qkv[:, :, 2],
+            implementation=impl or self.implementation,
+            dropout=dropout,
+        )
+        return TorchDense(c, dtype=self.dtype, name="proj")(out.reshape(n, length, c))
 
 
 class Mlp(nn.Module):
@@ -170,7 +245,9 @@ class TransformerBlock(nn.Module):
 
     Parameters ``norm1, attn, norm2, mlp``. ``attention`` builds ``attn``: it is
     called as ``attention(num_heads=, qkv_bias=, attn_dropout=, dtype=, name='attn')``
-    and the module as ``attn(h, deterministic=)`` on ``[B, L, C]``.
+    and the module as ``attn(h, deterministic=)`` on ``[B, L, C]``. ``attn_ln_eps``:
+    ``norm1``'s epsilon when it differs from ``norm2``'s ``ln_eps`` (KTPFormer's prior
+    blocks: 1e-5 and 1e-6); None: ``ln_eps``.
     """
 
     num_heads: int
@@ -182,12 +259,14 @@ class TransformerBlock(nn.Module):
     ln_eps: float = 1e-6
     dtype: jnp.dtype | None = None
     attention: Callable[..., nn.Module] = SelfAttention
+    attn_ln_eps: float | None = None
 
     @nn.compact
     def __call__(self, x: Array, *, deterministic: bool) -> Array:
         c = x.shape[-1]
         dp = DropPath(self.drop_path, name="drop_path")
-        h = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm1")(x)
+        eps = self.ln_eps if self.attn_ln_eps is None else self.attn_ln_eps
+        h = nn.LayerNorm(epsilon=eps, dtype=self.dtype, name="norm1")(x)
         h = self.attention(
             num_heads=self.num_heads,
             qkv_bias=self.qkv_bias,
@@ -201,3 +280,27 @@ class TransformerBlock(nn.Module):
             h, deterministic=deterministic
         )
         return x + dp(h, deterministic=deterministic)
+
+
+def check_remat(fn: str, value: str) -> None:
+    """Refuses a rematerialisation policy outside :data:`REMAT_POLICIES`."""
+    if value not in REMAT_POLICIES:
+        raise ConfigError(f"{fn}: remat={value!r}; expected one of {list(REMAT_POLICIES)}.")
+
+
+def remat_apply(fn: Callable[..., Array], block: nn.Module, *args: Any, remat: str) -> Array:
+    """``fn(block, *args)``, rematerialised as ``remat`` says (:data:`REMAT_POLICIES`).
+
+    ``block`` is a child module (its parameters keep their place in the tree), ``args``
+    its array inputs (None allowed); Python values ``fn`` closes over stay static.
+    """
+    if remat == "none":
+        return fn(block, *args)
+    check_remat("remat_apply", remat)
+    policy = jax.checkpoint_policies.dots_saveable if remat == "dots_saveable" else None
+    return nn.remat(fn, policy=policy)(block, *args)
+
+
+def call_block(block: nn.Module, *args: Any, remat: str, **static: Any) -> Array:
+    """``block(*args, **static)`` through :func:`remat_apply` (``static``: Python values)."""
+    return remat_apply(lambda mdl, *a: mdl(*a, **static), block, *args, remat=remat)

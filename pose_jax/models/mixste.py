@@ -39,6 +39,7 @@ they are Flax module fields.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 
 import flax.linen as nn
@@ -67,20 +68,24 @@ BLOCK_ARGS = (
     "attn_dropout",
     "ln_eps",
     "dtype",
+    "attention_impl",  # the model's attention implementation (layers.ATTENTION_IMPLEMENTATIONS)
 )
 
 
 def transformer_block(
-    *, kind: str, stage: int, depth: int, num_tokens: int, **hparams
+    *, kind: str, stage: int, depth: int, num_tokens: int, attention_impl: str, **hparams
 ) -> layers.TransformerBlock:
     """MixSTE's block factory: a :class:`~pose_jax.models.layers.TransformerBlock` per stage.
 
     ``kind``, ``stage``, ``depth`` and ``num_tokens`` do not change it; ``hparams``
-    (the shared hyper-parameters, ``name``, and e.g. ``attention=`` bound with
-    ``functools.partial``) are its fields.
+    (the shared hyper-parameters, ``name``, and e.g. ``attention=`` or
+    ``attn_ln_eps=`` bound with ``functools.partial``) are its fields.
+    ``attention_impl`` is the implementation of the default attention
+    (:class:`~pose_jax.models.layers.SelfAttention`); a bound ``attention`` ignores it.
     """
     del kind, stage, depth, num_tokens
-    return layers.TransformerBlock(**hparams)
+    attention = functools.partial(layers.SelfAttention, implementation=attention_impl)
+    return layers.TransformerBlock(**{"attention": attention, **hparams})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +143,12 @@ class MixSTEDenoiser(nn.Module):
         module docstring; default :class:`~pose_jax.models.layers.TorchDense`).
       spatial_block: block factory of ``spatial_<i>`` (default :func:`transformer_block`).
       temporal_block: block factory of ``temporal_<i>`` (default :func:`transformer_block`).
+      remat: what each spatial/temporal block keeps for the backward pass
+        (:data:`~pose_jax.models.layers.REMAT_POLICIES`: 'none', 'block',
+        'dots_saveable'); the parameters and the maths do not change.
+      attention_impl: how the blocks' attention is computed
+        (:data:`~pose_jax.models.layers.ATTENTION_IMPLEMENTATIONS`), given to every
+        block factory.
     """
 
     num_frames: int = 243
@@ -155,6 +166,8 @@ class MixSTEDenoiser(nn.Module):
     embedding: Callable[..., nn.Module] = layers.TorchDense
     spatial_block: BlockFactory = transformer_block
     temporal_block: BlockFactory = transformer_block
+    remat: str = "none"
+    attention_impl: str = "auto"
 
     def _block(self, kind: str, stage: int, rate: float) -> nn.Module:
         """Stage ``stage``'s ``kind`` block, built by its factory (see :data:`BLOCK_ARGS`)."""
@@ -172,7 +185,13 @@ class MixSTEDenoiser(nn.Module):
             attn_dropout=self.attn_dropout,
             ln_eps=1e-6,
             dtype=self.dtype,
+            attention_impl=self.attention_impl,
         )
+
+    def _run_block(self, kind: str, stage: int, rate: float, x: Array, deterministic: bool):
+        """Stage ``stage``'s ``kind`` block on ``x [B, L, C]``, rematerialised per ``remat``."""
+        block = self._block(kind, stage, rate)
+        return layers.call_block(block, x, remat=self.remat, deterministic=deterministic)
 
     @nn.compact
     def __call__(
@@ -207,6 +226,8 @@ class MixSTEDenoiser(nn.Module):
                 f"{self.num_frames}."
             )
         _checks.check_trailing(fn, "t", t, (n,))
+        layers.check_remat(fn, self.remat)
+        layers.check_attention_implementation(fn, self.attention_impl)
         deterministic = not train
         cond = self.prepare_condition(cond, n, deterministic=deterministic)
         c = self.embed_dim
@@ -235,9 +256,8 @@ class MixSTEDenoiser(nn.Module):
         )
         for i in range(self.depth):
             # Spatial attention over joints: [N*F, J, C].
-            x = self._block("spatial", i, float(rates[i]))(
-                x.reshape(n * f, j, c), deterministic=deterministic
-            )
+            x = x.reshape(n * f, j, c)
+            x = self._run_block("spatial", i, float(rates[i]), x, deterministic)
             x = spatial_norm(x).reshape(n, f, j, c)
             if i == 0:
                 x = self.after_first_spatial(x, emb, cond, deterministic=deterministic)
@@ -245,7 +265,7 @@ class MixSTEDenoiser(nn.Module):
                 x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
             # Temporal attention over frames: [N*J, F, C].
             x = x.transpose(0, 2, 1, 3).reshape(n * j, f, c)
-            x = self._block("temporal", i, float(rates[i]))(x, deterministic=deterministic)
+            x = self._run_block("temporal", i, float(rates[i]), x, deterministic)
             x = temporal_norm(x).reshape(n, j, f, c).transpose(0, 2, 1, 3)
 
         x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="head_norm")(x)

@@ -142,16 +142,17 @@ def test_stage_zero_blocks_use_the_reference_layernorm_epsilons():
     model = get_model("ktpformer_tiny")
     for factory in (model.spatial_block, model.temporal_block):
         block = factory(**_block_args(stage=0))
-        assert isinstance(block, ktp.PriorAttentionBlock)
+        assert isinstance(block, layers.TransformerBlock)
         assert (block.attn_ln_eps, block.ln_eps) == (1e-5, 1e-6)
-        assert isinstance(factory(**_block_args(stage=1)), layers.TransformerBlock)
+        plain = factory(**_block_args(stage=1))
+        assert isinstance(plain, layers.TransformerBlock) and plain.attn_ln_eps is None
 
 
 def _block_args(stage: int) -> dict:
     return dict(
         name=f"spatial_{stage}", kind="spatial", stage=stage, depth=2, num_tokens=17,
         drop_path=0.0, num_heads=4, mlp_ratio=2.0, dropout=0.0, attn_dropout=0.0,
-        ln_eps=1e-6, dtype=None,
+        ln_eps=1e-6, dtype=None, attention_impl="auto",
     )  # fmt: skip
 
 

@@ -159,6 +159,7 @@ class ScaledBlock(nn.Module):
     drop_path: float
     ln_eps: float
     dtype: jnp.dtype | None = None
+    attention_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x, *, deterministic):
@@ -186,6 +187,7 @@ class GraphPriorBlock(nn.Module):
     drop_path: float
     ln_eps: float
     dtype: jnp.dtype | None = None
+    attention_impl: str = "auto"
     graph: Graph | None = None
 
     @nn.compact
