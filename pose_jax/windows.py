@@ -29,7 +29,13 @@ def eval_windows(length: int, window: int) -> dict[str, np.ndarray]:
         errors with weight ``n F`` per sequence: frames in the overlap count twice
         and replicated padding counts too (L=1000, F=243: 5 windows, 1215 frames);
       * ``mask``: ``[n, F]`` bool, True exactly once for every real frame
-        (overlaps and padding False), so ``mask.sum() == L``: exact per-frame weights;
+        (overlaps and padding False), so ``mask.sum() == L``: exact per-frame weights,
+        each frame taken from the *first* window that covers it;
+      * ``reference_mask``: ``[n, F]`` bool, also True once per real frame, but from
+        the *last* window covering it: D3DP's ``pose_post_process`` (main_3dhp.py)
+        writes window ``i`` to frames ``[i F, (i + 1) F)`` and then the last window
+        to the final ``F`` frames, over the overlap, so the per-frame predictions
+        MATLAB scores on MPI-INF-3DHP are the last window's;
       * ``padding``: ``[n, F]`` bool, True on replicated slots past the end.
     """
     if length < 1 or window < 1:
@@ -42,10 +48,14 @@ def eval_windows(length: int, window: int) -> dict[str, np.ndarray]:
     mask = ~padding
     # The last window re-covers frames the previous windows already own.
     mask[-1] &= raw[-1] >= (n - 1) * window
+    # ... or the last window overwrites the frames of the earlier ones it re-covers.
+    reference_mask = ~padding
+    reference_mask[:-1] &= raw[:-1] < starts[-1]
     return {
         "frame_index": np.minimum(raw, length - 1),
         "reference_weight": np.ones((n, window), np.float32),
         "mask": mask,
+        "reference_mask": reference_mask,
         "padding": padding,
     }
 
@@ -53,10 +63,11 @@ def eval_windows(length: int, window: int) -> dict[str, np.ndarray]:
 def merge_windows(
     values: np.ndarray, frame_index: np.ndarray, mask: np.ndarray, length: int
 ) -> np.ndarray:
-    """Per-frame values ``[L, ...]`` from per-window values ``[n, F, ...]`` using the exact mask.
+    """Per-frame values ``[L, ...]`` from per-window values ``[n, F, ...]``.
 
     Inverse of windowing: each real frame is taken from the one window slot where
-    ``mask`` is True (see :func:`eval_windows`).
+    ``mask`` is True (``eval_windows``' ``mask``: the first window covering the
+    frame; its ``reference_mask``: the last one, as D3DP merges them).
     """
     values = np.asarray(values)
     out = np.zeros((length, *values.shape[2:]), values.dtype)

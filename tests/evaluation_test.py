@@ -28,6 +28,7 @@ def _windows(num_seq=3, n=2, f=5, j=17, root=0, actions=("Walking 1", "Eating", 
                 subject=f"TS{s + 1}",
                 reference_weight=np.ones((n, f), np.float32),
                 mask=np.ones((n, f), bool),
+                reference_mask=np.ones((n, f), bool),
                 valid=np.ones((n, f), bool),
                 activity=np.full((n, f), 1 + s % 2, np.int32),
             )

@@ -20,7 +20,10 @@ def _windows(root=0, num_seq=3, f=5, seed=0):
         pose[..., root, :] = 0.0
         traj = np.broadcast_to(np.array([0, 0, 5.0], np.float32), (n, f, 1, 3)).copy()
         mask = np.ones((n, f), bool)
-        mask[-1, :2] = False
+        mask[-1, :2] = False  # the overlap: the first window's frames...
+        reference_mask = mask.copy()
+        if n > 1:  # ... or the last window's (D3DP)
+            reference_mask[-1, :2], reference_mask[-2, -2:] = True, False
         out.append(
             dict(
                 pose_3d=pose,
@@ -31,6 +34,7 @@ def _windows(root=0, num_seq=3, f=5, seed=0):
                 subject=f"TS{s + 1}",
                 reference_weight=np.ones((n, f), np.float32),
                 mask=mask,
+                reference_mask=reference_mask,
                 valid=rng.random((n, f)) > 0.1,
                 activity=rng.integers(1, 4, size=(n, f)).astype(np.int32),
             )
@@ -80,12 +84,21 @@ def test_unknown_protocol_names_the_known_ones():
 
 def test_each_evaluator_alone_gives_the_combined_numbers(combined_3dhp):
     ws, combined = combined_3dhp
-    h36m = _run([evaluation.H36MTables(root=14)], ws, batch_size=2)
-    for k in ("num_frames_weighted", "per_iteration", "per_action", "mpjpe_mm", "p_mpjpe_mm"):
-        assert h36m[k] == combined[k]
+    p2 = evaluation.H36MTables(
+        root=14, protocols=("p_mpjpe_mm",), frame_weights=evaluation.mpi_3dhp.counted_frames
+    )
+    h36m = _run([p2], ws, batch_size=2)
+    assert h36m["p_mpjpe_mm"] == combined["p_mpjpe_mm"]
+    assert h36m["num_frames_weighted"] == combined["num_frames_weighted"]
+    assert h36m["per_iteration"]["p_mpjpe_mm"] == combined["per_iteration"]["p_mpjpe_mm"]
     assert h36m["protocol"] == combined["protocol"]
     tables = _run([evaluation.MPI3DHPTables(root=14)], ws, batch_size=2)
-    assert tables["mpi_inf_3dhp"] == combined["mpi_inf_3dhp"]
+    for k in ("mpi_inf_3dhp", "mpjpe_mm"):
+        assert tables[k] == combined[k]
+    assert tables["per_iteration"]["mpjpe_mm"] == combined["per_iteration"]["mpjpe_mm"]
+    for action, entry in combined["per_action"].items():  # the two tables' entries side by side
+        assert entry["mpjpe_mm"] == tables["per_action"][action]["mpjpe_mm"]
+        assert entry["p_mpjpe_mm"] == h36m["per_action"][action]["p_mpjpe_mm"]
     base = _run([evaluation.MeanPoseBaseline(np.zeros((J, 3)), root=14)], ws, batch_size=2)
     assert base["baseline_mean_pose_mpjpe_mm"] == combined["baseline_mean_pose_mpjpe_mm"]
     example = _run([evaluation.PlotExample()], ws, batch_size=2)["example"]

@@ -32,6 +32,7 @@ class Batch:
       intrinsics: ``[b, 9]`` the clips' camera.
       weights: ``[b, F]`` frame weights under the run's weighting (times ``valid``).
       pred: ``[b, K, H, F, J, 3]`` hypotheses at every DDIM iteration, metres.
+      weighting: the run's frame weighting, 'reference' or 'exact' (``evaluation.run``).
     """
 
     window: Mapping[str, Any]
@@ -45,6 +46,7 @@ class Batch:
     intrinsics: np.ndarray
     weights: np.ndarray
     pred: np.ndarray
+    weighting: str = "reference"
 
     def rows_of(self, key: str) -> np.ndarray:
         """The batch's rows of a per-window field of ``window`` (e.g. ``'mask'``)."""

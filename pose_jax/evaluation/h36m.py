@@ -7,7 +7,7 @@ mean over actions. Also the mean-pose baseline, a sanity floor for a trained mod
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,10 @@ class H36MTables(Evaluator):
       mode: 'reference' (D3DP-exact) or 'per_pose' (see ``metrics.multi_hypothesis_errors``).
       root: root joint index (0 for Human3.6M, 14 for 3DHP).
       project_fn: projection for JPMA (default ``camera.project_to_2d``).
+      protocols: the result keys to compute, of ``'mpjpe_mm'`` and ``'p_mpjpe_mm'``
+        (the 3DHP protocol takes Protocol 1 from :class:`MPI3DHPTables`).
+      frame_weights: ``batch -> [b, F]`` weights the errors average over (and P-Best in
+        mode 'reference' chooses over); default the batch's ``weights``.
 
     Results: ``mpjpe_mm`` / ``p_mpjpe_mm`` map ``j_best``, ``p_best``, ``p_agg``,
     ``j_agg`` to the action-averaged value at the last iteration; ``per_iteration``
@@ -34,10 +38,20 @@ class H36MTables(Evaluator):
     """
 
     def __init__(
-        self, *, mode: str = "reference", root: int = 0, project_fn: Callable | None = None
+        self,
+        *,
+        mode: str = "reference",
+        root: int = 0,
+        project_fn: Callable | None = None,
+        protocols: Sequence[str] = tuple(p for p, _ in PROTOCOLS),
+        frame_weights: Callable[[Batch], np.ndarray] | None = None,
     ) -> None:
         _checks.check_choice("H36MTables", "mode", mode, metrics.MODES)
+        for p in protocols:
+            _checks.check_choice("H36MTables", "protocol", p, tuple(dict(PROTOCOLS)))
         self.mode, self.root, self.project_fn = mode, root, project_fn
+        self.protocols = tuple((p, a) for p, a in PROTOCOLS if p in protocols)
+        self.frame_weights = frame_weights
         self._tables: dict[tuple[str, str], metrics.ActionTable] = {}
         self._frames = 0.0
 
@@ -49,14 +63,19 @@ class H36MTables(Evaluator):
         }
 
     def add(self, batch: Batch) -> None:
-        for protocol, procrustes in PROTOCOLS:
+        weights = batch.weights
+        if self.frame_weights is not None:
+            weights = np.asarray(self.frame_weights(batch), np.float32)
+            if not weights.any():
+                return
+        for protocol, procrustes in self.protocols:
             he = metrics.multi_hypothesis_errors(
                 batch.pred,
                 batch.gt,
                 mode=self.mode,
                 procrustes=procrustes,
                 root=self.root,
-                weights=batch.weights,
+                weights=weights,
                 project_fn=self.project_fn,
                 **batch.jpma_inputs(),
             )
@@ -69,7 +88,7 @@ class H36MTables(Evaluator):
                     counts=[frames],
                     table=self._tables.get(key),
                 )
-        self._frames += float(batch.weights.sum())
+        self._frames += float(weights.sum())
 
     def results(self) -> dict[str, Any]:
         out: dict[str, Any] = {

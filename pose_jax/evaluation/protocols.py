@@ -1,8 +1,10 @@
 """Which evaluators a dataset's protocol gets, and the one-call entry point.
 
-'h36m': the Human3.6M multi-hypothesis tables. '3dhp': the same tables plus the
-MPI-INF-3DHP ones (``results['mpi_inf_3dhp']``). Both keep an example for the plots
-and, given a mean training pose, the mean-pose baseline.
+'h36m': the Human3.6M multi-hypothesis tables. '3dhp': the MPI-INF-3DHP tables
+(``results['mpi_inf_3dhp']``), which also give the headline Protocol 1
+(``mpjpe_mm``: the MATLAB protocol's sequence-average MPJPE), plus the Human3.6M
+tables' Protocol 2 over the same frames. Both keep an example for the plots and,
+given a mean training pose, the mean-pose baseline.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 from pose_jax import _checks, skeleton
 from pose_jax.evaluation.base import Evaluator
 from pose_jax.evaluation.h36m import H36MTables, MeanPoseBaseline
-from pose_jax.evaluation.mpi_3dhp import MPI3DHPTables
+from pose_jax.evaluation.mpi_3dhp import MPI3DHPTables, counted_frames
 from pose_jax.evaluation.plot_example import PlotExample
 from pose_jax.evaluation.runner import SampleFn, run
 
@@ -43,12 +45,16 @@ def evaluators_for(
       project_fn: projection for JPMA (default ``camera.project_to_2d``).
 
     Returns:
-      ``[H36MTables, (MeanPoseBaseline,) (MPI3DHPTables,) PlotExample]``.
+      ``[H36MTables, (MeanPoseBaseline,) (MPI3DHPTables,) PlotExample]``; for '3dhp'
+      the H36MTables compute Protocol 2 only, over the frames the 3DHP tables count.
     """
     _checks.check_choice("evaluators_for", "protocol", protocol, DATASET_PROTOCOLS)
     if root is None:
         root = skeleton.get_skeleton(protocol).root
-    evaluators: list[Evaluator] = [H36MTables(mode=mode, root=root, project_fn=project_fn)]
+    tables: dict[str, Any] = {"mode": mode, "root": root, "project_fn": project_fn}
+    if protocol == "3dhp":
+        tables |= {"protocols": ("p_mpjpe_mm",), "frame_weights": counted_frames}
+    evaluators: list[Evaluator] = [H36MTables(**tables)]
     if baseline_pose is not None:
         evaluators.append(MeanPoseBaseline(baseline_pose, root=root))
     if protocol == "3dhp":

@@ -25,8 +25,8 @@ SampleFn = Callable[[np.ndarray, jax.Array], Any]
 #: ``weighting`` values: frames counted as the reference counts them, or each once.
 WEIGHTINGS = ("reference", "exact")
 
-_WINDOW_KEYS = ("pose_2d", "pose_3d", "traj", "reference_weight", "mask", "valid", "activity")
-_ZERO_WHEN_PADDED = ("reference_weight", "mask", "valid")
+# Per-window weights: zero on the copies that pad a sequence to whole batches.
+_ZERO_WHEN_PADDED = ("reference_weight", "mask", "reference_mask", "valid")
 # results.json has always listed the protocol block in this order.
 _PROTOCOL_ORDER = ("num_hypotheses", "num_iterations", "mode", "weighting", "batch_size")
 
@@ -35,21 +35,23 @@ def _pad_windows(w: Mapping[str, Any], batch_size: int) -> dict[str, Any]:
     """Pads a sequence's windows to a multiple of ``batch_size`` with zero-weight copies.
 
     Every sampler and metric call then sees one batch shape, so each compiles once
-    instead of once per distinct remainder; padded windows count for nothing.
+    instead of once per distinct remainder; padded windows count for nothing. Every
+    per-frame entry (an array shaped ``[N, F, ...]`` like ``pose_2d``, ``frame_index``
+    included) is padded with copies of the last window; the weights with zeros.
     """
-    n = int(np.shape(w["pose_2d"])[0])
+    n, f = (int(d) for d in np.shape(w["pose_2d"])[:2])
     extra = -n % batch_size
     if extra == 0:
         return dict(w)
     out = dict(w)
-    for k in _WINDOW_KEYS:
-        if k not in w:
+    for k, v in w.items():
+        if isinstance(v, str) or np.shape(v)[:2] != (n, f):
             continue
-        a = np.asarray(w[k])
-        pad = np.repeat(a[-1:], extra, axis=0)
+        v = np.asarray(v)
+        pad = np.repeat(v[-1:], extra, axis=0)
         if k in _ZERO_WHEN_PADDED:
             pad = np.zeros_like(pad)
-        out[k] = np.concatenate([a, pad], axis=0)
+        out[k] = np.concatenate([v, pad], axis=0)
     return out
 
 
@@ -120,6 +122,7 @@ def sequence_batches(
             intrinsics=np.broadcast_to(intrinsics, (pose_2d.shape[0], 9)),
             weights=weights,
             pred=pred,
+            weighting=weighting,
         )
 
 
@@ -202,12 +205,28 @@ def _collect(
     protocol = dict(sorted(protocol.items(), key=lambda kv: rank.get(kv[0], len(rank))))
     results: dict[str, Any] = {"protocol": protocol, "num_sequences": num_sequences}
     for evaluator in evaluators:
-        block = evaluator.results()
-        clash = sorted(set(block) & set(results))
+        clash = _merge(results, evaluator.results())
         if clash:
             raise ValueError(
                 f"evaluation.run: {type(evaluator).__name__} returns {clash}, which an "
                 "earlier evaluator (or the run) already returned; pass each kind once."
             )
-        results |= block
     return results
+
+
+def _merge(into: dict[str, Any], block: Mapping[str, Any], path: str = "") -> list[str]:
+    """Merges ``block`` into ``into``, dicts key by key; returns the clashing entries.
+
+    Two evaluators may fill different keys of one dict (e.g. ``per_action[a]``: the
+    3DHP tables' ``mpjpe_mm``, the Human3.6M tables' ``p_mpjpe_mm``), never the same one.
+    """
+    clash = []
+    for key, value in block.items():
+        name = f"{path}{key}"
+        if key not in into:
+            into[key] = value
+        elif isinstance(into[key], dict) and isinstance(value, Mapping):
+            clash += _merge(into[key], value, f"{name}.")
+        else:
+            clash.append(name)
+    return sorted(clash)
