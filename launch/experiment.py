@@ -54,8 +54,10 @@ def ensure_dataset(config) -> None:
 
 def make_system(config):
     """The system (model + diffusion) described by ``config``."""
-    skeleton_name = registry.get(config.data.dataset).skeleton
-    return get_system(config.system).from_config(config, skeleton=skeleton_name)
+    info = registry.get(config.data.dataset)
+    return get_system(config.system).from_config(
+        config, skeleton=info.skeleton, keypoints=info.keypoints(config.data.dataset)
+    )
 
 
 def _mean_pose(store) -> np.ndarray:
@@ -319,6 +321,7 @@ def evaluate_params(
         mode=ecfg.hypothesis_aggregation,
         root=skeleton.get_skeleton(info.skeleton).root,
         baseline_pose=baseline_pose,
+        keypoints=info.keypoints(config.data.dataset),
     )
     results = evaluation.run(
         sample_fn,

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from pose_jax import skeleton as skeleton_lib
+
 
 @dataclasses.dataclass(frozen=True)
 class Batch:
@@ -52,9 +54,18 @@ class Batch:
         """The batch's rows of a per-window field of ``window`` (e.g. ``'mask'``)."""
         return np.asarray(self.window[key][self.rows])
 
-    def jpma_inputs(self) -> dict[str, np.ndarray]:
-        """The J-Agg (JPMA) arguments of ``metrics.multi_hypothesis_errors``."""
-        return {"inputs_2d": self.pose_2d, "traj": self.traj, "intrinsics": self.intrinsics}
+    def jpma_inputs(self, keypoints: str = "") -> dict[str, np.ndarray]:
+        """The J-Agg (JPMA) arguments of ``metrics.multi_hypothesis_errors``.
+
+        ``keypoints``: the layout of ``pose_2d`` (empty: the skeleton's); COCO-17 input
+        is compared with the reprojected Human3.6M-17 joints after
+        ``skeleton.keypoints_to_h36m`` (D3DP's main_in_the_wild.py compares COCO and
+        Human3.6M joints index by index).
+        """
+        inputs_2d = self.pose_2d
+        if keypoints == "coco":  # the only 2D layout that differs from its 3D skeleton's
+            inputs_2d = skeleton_lib.keypoints_to_h36m(inputs_2d, "coco")
+        return {"inputs_2d": inputs_2d, "traj": self.traj, "intrinsics": self.intrinsics}
 
 
 class Evaluator(abc.ABC):

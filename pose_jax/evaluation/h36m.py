@@ -26,6 +26,7 @@ class H36MTables(Evaluator):
       mode: 'reference' (D3DP-exact) or 'per_pose' (see ``metrics.multi_hypothesis_errors``).
       root: root joint index (0 for Human3.6M, 14 for 3DHP).
       project_fn: projection for JPMA (default ``camera.project_to_2d``).
+      keypoints: the layout of the model's 2D input (``'coco'``: converted for JPMA).
       protocols: the result keys to compute, of ``'mpjpe_mm'`` and ``'p_mpjpe_mm'``
         (the 3DHP protocol takes Protocol 1 from :class:`MPI3DHPTables`).
       frame_weights: ``batch -> [b, F]`` weights the errors average over (and P-Best in
@@ -43,6 +44,7 @@ class H36MTables(Evaluator):
         mode: str = "reference",
         root: int = 0,
         project_fn: Callable | None = None,
+        keypoints: str = "h36m",
         protocols: Sequence[str] = tuple(p for p, _ in PROTOCOLS),
         frame_weights: Callable[[Batch], np.ndarray] | None = None,
     ) -> None:
@@ -52,6 +54,7 @@ class H36MTables(Evaluator):
         self.mode, self.root, self.project_fn = mode, root, project_fn
         self.protocols = tuple((p, a) for p, a in PROTOCOLS if p in protocols)
         self.frame_weights = frame_weights
+        self.keypoints = keypoints
         self._tables: dict[tuple[str, str], metrics.ActionTable] = {}
         self._frames = 0.0
 
@@ -77,7 +80,7 @@ class H36MTables(Evaluator):
                 root=self.root,
                 weights=weights,
                 project_fn=self.project_fn,
-                **batch.jpma_inputs(),
+                **batch.jpma_inputs(self.keypoints),
             )
             frames = float(he.num_frames)
             for metric, err in he.errors.items():

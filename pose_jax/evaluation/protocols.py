@@ -33,6 +33,7 @@ def evaluators_for(
     root: int | None = None,
     baseline_pose: np.ndarray | None = None,
     project_fn: Callable | None = None,
+    keypoints: str = "h36m",
 ) -> list[Evaluator]:
     """Fresh evaluators for one run under a dataset's protocol.
 
@@ -43,6 +44,7 @@ def evaluators_for(
       baseline_pose: optional ``[J, 3]`` mean training pose; its MPJPE is reported
         as ``baseline_mean_pose_mpjpe_mm``.
       project_fn: projection for JPMA (default ``camera.project_to_2d``).
+      keypoints: the layout of the model's 2D input (``'coco'``: converted for JPMA).
 
     Returns:
       ``[H36MTables, (MeanPoseBaseline,) (MPI3DHPTables,) PlotExample]``; for '3dhp'
@@ -54,7 +56,7 @@ def evaluators_for(
     tables: dict[str, Any] = {"mode": mode, "root": root, "project_fn": project_fn}
     if protocol == "3dhp":
         tables |= {"protocols": ("p_mpjpe_mm",), "frame_weights": counted_frames}
-    evaluators: list[Evaluator] = [H36MTables(**tables)]
+    evaluators: list[Evaluator] = [H36MTables(**tables, keypoints=keypoints)]
     if baseline_pose is not None:
         evaluators.append(MeanPoseBaseline(baseline_pose, root=root))
     if protocol == "3dhp":
