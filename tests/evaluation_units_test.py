@@ -190,3 +190,15 @@ def test_run_refuses_bad_settings_and_clashing_evaluators():
         evaluation.H36MTables(mode="x")
     with pytest.raises(ValueError, match="already returned"):
         _run([evaluation.H36MTables(), evaluation.H36MTables()], ws)
+
+
+def test_padding_pads_every_per_frame_entry():
+    w = _windows(num_seq=1)[0]  # 3 windows of 5 frames
+    w["frame_index"] = np.arange(15).reshape(3, 5)
+    padded = evaluation.runner._pad_windows(w, 2)
+    for k in ("pose_2d", "pose_3d", "traj", "mask", "reference_mask", "valid", "frame_index"):
+        assert np.shape(padded[k])[0] == 4, k
+    np.testing.assert_array_equal(padded["frame_index"][3], w["frame_index"][2])
+    for k in ("reference_weight", "mask", "reference_mask", "valid"):
+        assert not np.asarray(padded[k])[3].any(), k
+    np.testing.assert_array_equal(padded["intrinsics"], w["intrinsics"])  # not per frame
