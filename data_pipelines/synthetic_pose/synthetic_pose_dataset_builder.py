@@ -11,8 +11,11 @@ back to pixels. Features, subjects and splits are those of ``h36m_pose``
 runs on it unchanged. Deterministic for ``SyntheticConfig.seed``.
 
 Configs: ``default`` (4 motions x 2 takes x 4 cameras x 300-600 frames per
-subject, exact 2D), ``noisy`` (the same with detector-like 2D noise) and
-``tiny`` (2 motions x 1 take x 40-80 frames, for tests).
+subject, exact 2D), ``noisy`` (the same with detector-like 2D noise),
+``tiny`` (2 motions x 1 take x 40-80 frames, for tests), and ``coco`` /
+``tiny_coco``: the same motion with the 2D a COCO-17 detector would report
+(``detector_keypoints.layout_points``: shared joints are the skeleton's points, the
+eyes and ears sit beside the head), the input of a COCO-17-input model.
 """
 
 from __future__ import annotations
@@ -139,6 +142,15 @@ def _motion_rng(cfg: SyntheticConfig, subject: str, kind: str, take: int):
     return rng, int(rng.integers(cfg.min_frames, cfg.max_frames + 1))
 
 
+def _points_2d(world: np.ndarray, keypoints: str) -> np.ndarray:
+    """The 3D points the 2D shows: the skeleton's joints, or a detector layout's points."""
+    if keypoints in ("", "h36m"):
+        return world
+    from data_pipelines.synthetic_pose import detector_keypoints  # imports this module
+
+    return detector_keypoints.layout_points(world, keypoints).astype(world.dtype)
+
+
 def generate_subject(config: SyntheticConfig, subject: str) -> list[dict[str, Any]]:
     """All examples of one subject, as ``(key, example)`` dicts in a fixed order."""
     si = common.H36M_SUBJECTS.index(subject)
@@ -152,7 +164,7 @@ def generate_subject(config: SyntheticConfig, subject: str) -> list[dict[str, An
             world = motion.generate(kind, n, bones, rng, centre)
             action = action_name(kind, take)
             for ci, cam in enumerate(cams):
-                pose_2d = render_2d(world, cam)
+                pose_2d = render_2d(_points_2d(world, config.keypoints), cam)
                 where = f"{NAME}: sequence {subject}/{action!r} camera {ci} ({cam.id})"
                 lo, hi = pose_2d.min(axis=(0, 1)), pose_2d.max(axis=(0, 1))
                 if (lo < 0).any() or hi[0] > cam.res_w or hi[1] > cam.res_h:
@@ -202,6 +214,20 @@ class Builder(common.PoseBuilder):
             min_frames=40,
             max_frames=80,
             description="2 motions x 1 take x 4 cameras x 40-80 frames per subject, for tests.",
+        ),
+        SyntheticConfig(
+            name="coco",
+            keypoints="coco",
+            description="As 'default' with COCO-17 2D (a COCO-17-input model's data).",
+        ),
+        SyntheticConfig(
+            name="tiny_coco",
+            kinds=("walk", "sit"),
+            takes=1,
+            min_frames=40,
+            max_frames=80,
+            keypoints="coco",
+            description="As 'tiny' with COCO-17 2D, for tests.",
         ),
     ]
     DEFAULT_CONFIG_NAME = "default"

@@ -107,3 +107,20 @@ def test_keypoints_to_h36m_averages_coco_joints():
     np.testing.assert_allclose(h[:, 10], (x[:, 1] + x[:, 2]) / 2, rtol=1e-6)  # head
     np.testing.assert_array_equal(h[:, 16], x[:, 10])  # right wrist
     assert skeleton_lib.keypoints_to_h36m(x, "h36m") is x
+
+
+def test_synthetic_coco_2d_is_what_a_coco_detector_reports():
+    from data_pipelines.synthetic_pose import synthetic_pose_dataset_builder as sb
+
+    assert registry.get("synthetic_pose").keypoints("synthetic_pose/tiny_coco") == "coco"
+    configs = {c.name: c for c in sb.Builder.BUILDER_CONFIGS}
+    coco = sb.generate_subject(configs["tiny_coco"], "S9")[0]["example"]
+    h36m = sb.generate_subject(configs["tiny"], "S9")[0]["example"]
+    np.testing.assert_array_equal(coco["pose_3d"], h36m["pose_3d"])  # same motion
+    # Joints both layouts share are the same points: nose, shoulders ... ankles.
+    names = skeleton_lib.COCO.joint_names
+    shared = [0, *range(5, 17)]
+    h36m_of = {"nose": "neck_nose", "l_ankle": "l_foot", "r_ankle": "r_foot"}
+    idx = [skeleton_lib.H36M.index(h36m_of.get(names[k], names[k])) for k in shared]
+    np.testing.assert_allclose(coco["pose_2d"][:, shared], h36m["pose_2d"][:, idx], atol=1e-3)
+    assert not np.allclose(coco["pose_2d"][:, 1], h36m["pose_2d"][:, 1])  # eyes are not hips
