@@ -53,6 +53,12 @@ def d3dp_base() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.name = "d3dp"
     c.model.drop_path_rate = 0.1
+    c.model.kwargs = ml_collections.ConfigDict()  # fields of the model; None: the model's own
+    # How, not what, the denoiser computes (parameters and results unchanged):
+    # remat 'none' | 'block' | 'dots_saveable' (per-block rematerialisation);
+    # attention_impl 'auto' | 'xla' | 'cudnn' | 'einsum' (pose_jax.models.layers).
+    c.model.kwargs.remat = ml_collections.FieldReference(None, field_type=str)
+    c.model.kwargs.attention_impl = ml_collections.FieldReference(None, field_type=str)
 
     c.diffusion = ml_collections.ConfigDict()
     c.diffusion.schedule = "cosine"
@@ -227,6 +233,7 @@ def diffpose_base() -> ml_collections.ConfigDict:
     c.model.kwargs.num_layers = ml_collections.FieldReference(None, field_type=int)
     c.model.kwargs.num_heads = ml_collections.FieldReference(None, field_type=int)
     c.model.kwargs.dropout = ml_collections.FieldReference(None, field_type=float)
+    c.model.kwargs.remat = ml_collections.FieldReference(None, field_type=str)  # as d3dp_base
     c.model.lifter = "graformer"  # the initialiser
     c.model.lifter_kwargs = ml_collections.ConfigDict()
     # Run directory of the trained lifter (or a launch.convert output); needed to evaluate.

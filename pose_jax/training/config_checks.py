@@ -96,7 +96,22 @@ def check_train_config(
     _positive(config, "train.checkpoint_every_steps")
     check_batch(config, num_devices=num_devices, num_processes=num_processes)
     check_frames(config, longest_sequence, split=config.data.train_split)
+    check_model_switches(config)
     check_eval_config(config)
+
+
+def check_model_switches(config: Any) -> None:
+    """``model.kwargs.remat`` / ``attention_impl``, when set, are known values."""
+    from pose_jax.models import layers
+
+    kwargs = config.model.get("kwargs") or {}
+    known = {"remat": layers.REMAT_POLICIES, "attention_impl": layers.ATTENTION_IMPLEMENTATIONS}
+    for key, allowed in known.items():
+        value = kwargs.get(key)
+        if value is not None and value not in allowed:
+            raise ConfigError(
+                f"config.model.kwargs.{key} is {value!r}; expected one of {list(allowed)}."
+            )
 
 
 def check_eval_config(config: Any) -> None:

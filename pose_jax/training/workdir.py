@@ -40,6 +40,9 @@ RESUMABLE_KEYS = (
     "ckpt.",
     "mesh.",
     "eval.",
+    # How, not what, the model computes (pose_jax.models.layers): same params and results.
+    "model.kwargs.remat",
+    "model.kwargs.attention_impl",
 )
 
 

@@ -166,3 +166,22 @@ def test_bad_switch_values_are_refused_by_name(key, value, expected):
     x, t, cond = _clip_inputs()
     with pytest.raises(ConfigError, match=f"MixSTEDenoiser: {key}="):
         jax.eval_shape(module.init, jax.random.key(0), x, t, cond)
+
+
+def test_config_switches_are_checked_and_resumable():
+    from configs import d3dp_h36m
+    from pose_jax.training import config_checks
+    from pose_jax.training import workdir as workdir_lib
+
+    config = d3dp_h36m.get_config()
+    config_checks.check_model_switches(config)  # unset: the model's own
+    before = config.to_dict()
+    del before["model"]["kwargs"]  # a run saved before the switches existed
+    config.model.kwargs.remat = "block"
+    config.model.kwargs.attention_impl = "einsum"
+    config_checks.check_model_switches(config)
+    accepted = workdir_lib.check_resume_config(before, config.to_dict(), where="run")
+    assert set(accepted) == {"model.kwargs.remat", "model.kwargs.attention_impl"}
+    config.model.kwargs.attention_impl = "flash"
+    with pytest.raises(ConfigError, match=r"config.model.kwargs.attention_impl is 'flash'"):
+        config_checks.check_model_switches(config)
