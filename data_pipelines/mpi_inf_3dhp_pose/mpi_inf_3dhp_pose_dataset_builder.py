@@ -6,8 +6,13 @@ Training sequences come from the processed npz files of P-STMO / D3DP
 the "universal" skeleton, configs ``univ*``). The test split comes either from
 the matching ``data_test_3dhp*.npz`` (configs ``ori``, ``univ``) or from the
 official test-set annotations ``TS1..TS6/annot_data.mat`` (MATLAB v7.3 = HDF5,
-read with h5py; configs ``ori_raw_test``, ``univ_raw_test``), which also carry
-per-frame activity labels.
+read with h5py; configs ``ori_raw_test``, ``univ_raw_test``). The per-frame activity
+labels of the paper's per-activity table exist only in the .mat files: the npz
+configs read them from ``TS<i>/annot_data.mat`` when those are in the manual
+directory too (checked against the npz's frames and valid flags), else they store 0
+('Unknown') and the build says so. ``ori_test_only`` / ``univ_test_only`` build the
+test split alone from the .mat files, for evaluating a converted checkpoint without
+the training npz.
 
 Joints are the 17 "relevant" 3DHP joints, root (pelvis) at index 14. 3D is
 stored in the camera frame in **metres** (the files hold millimetres; divided by
@@ -66,8 +71,12 @@ Put these files in the manual directory (`--manual_dir`, default
   config univ           data_train_3dhp.npz,     data_test_3dhp.npz
   config ori_raw_test   data_train_3dhp_ori.npz, TS1/annot_data.mat ... TS6/annot_data.mat
   config univ_raw_test  data_train_3dhp.npz,     TS1/annot_data.mat ... TS6/annot_data.mat
+  config ori_test_only  TS1/annot_data.mat ... TS6/annot_data.mat  (test split only)
+  config univ_test_only TS1/annot_data.mat ... TS6/annot_data.mat  (test split only)
 
-(all paths relative to <manual_dir>).
+(all paths relative to <manual_dir>). The per-activity table of the paper needs the
+activity labels of TS<i>/annot_data.mat: put the six folders next to the npz files
+for the ori/univ configs too (they are then read for their labels).
 
 The npz files are the processed files distributed by P-STMO (univ_annot3) and
 D3DP (`_ori`, annot3). `TS<i>/annot_data.mat` are the six folders of the
@@ -95,11 +104,13 @@ class Mpi3dhpConfig(common.PoseConfig):
       annotation: ``'annot3'`` (true camera-frame 3D; D3DP/FinePOSE) or
         ``'univ_annot3'`` (universal skeleton; P-STMO).
       test_source: ``'npz'`` (``data_test_3dhp*.npz``) or ``'mat'`` (``TS*/annot_data.mat``).
+      test_only: build the test split alone (no training npz needed; ``test_source='mat'``).
       validation_subjects: training subjects (``'S1'``..``'S8'``) moved to ``validation``.
     """
 
     annotation: str = "annot3"
     test_source: str = "npz"
+    test_only: bool = False
     validation_subjects: tuple[str, ...] = ()
 
     def __post_init__(self):
@@ -109,6 +120,9 @@ class Mpi3dhpConfig(common.PoseConfig):
         if self.test_source not in ("npz", "mat"):
             raise ValueError(f"Mpi3dhpConfig({self.name!r}): test_source {self.test_source!r}; "
                              "expected 'npz' or 'mat'.")  # fmt: skip
+        if self.test_only and (self.test_source != "mat" or self.validation_subjects):
+            raise ValueError(f"Mpi3dhpConfig({self.name!r}): test_only needs test_source='mat' "
+                             "and no validation_subjects.")  # fmt: skip
         self.validation_subjects = tuple(self.validation_subjects)
         for s in self.validation_subjects:
             if s not in TRAIN_SUBJECTS:
@@ -246,11 +260,10 @@ def read_test_npz(
     return out
 
 
-def _read_mat(path: epath.Path, annotation: str, where: str) -> tuple[np.ndarray, ...]:
-    """``annot2``, ``annotation``, ``valid_frame``, ``activity_annotation`` of one .mat file."""
-    import h5py  # Only the raw-test configs need it.
+def _read_mat(path: epath.Path, need: tuple[str, ...], where: str) -> tuple[np.ndarray, ...]:
+    """The datasets ``need`` (e.g. ``annot2``, ``annot3``, ``valid_frame``) of one .mat file."""
+    import h5py  # Only the configs reading the official test files need it.
 
-    need = ("annot2", annotation, "valid_frame", "activity_annotation")
     try:
         f = h5py.File(os.fspath(path), "r")
     except OSError as e:
@@ -287,7 +300,8 @@ def read_test_mat(
                 "builder's MANUAL_DOWNLOAD_INSTRUCTIONS."
             )
         where = f"{who}: sequence {seq!r} in {os.fspath(path)!r}"
-        a2, a3, valid, activity = _read_mat(path, annotation, where)
+        need = ("annot2", annotation, "valid_frame", "activity_annotation")
+        a2, a3, valid, activity = _read_mat(path, need, where)
         for name, arr, dims in (("annot2", a2, 2), (annotation, a3, 3)):
             if arr.ndim != 4 or arr.shape[1] != 1:
                 raise common.DataLayoutError(
@@ -296,12 +310,54 @@ def read_test_mat(
         p3, p2 = _check_pair(a3[:, 0], a2[:, 0], where, report, seq)
         n = p3.shape[0]
         valid = _flags(valid, n, where, "valid_frame") != 0
-        act = _flags(activity, n, where, "activity_annotation").astype(np.int32)
-        if ((act < 1) | (act > 7)).any():
-            raise common.DataLayoutError(f"{where}: 'activity_annotation' outside 1..7: "
-                                         f"{sorted(set(act.tolist()))}.")  # fmt: skip
+        act = _activities(activity, n, where)
         cam = camera_lib.mpi_inf_3dhp_test_camera(seq)
         out.append(_Sequence(seq, seq, 0, seq, p3, p2, valid, act, cam))
+    return out
+
+
+def _activities(activity: Any, n: int, where: str) -> np.ndarray:
+    act = _flags(activity, n, where, "activity_annotation").astype(np.int32)
+    if ((act < 1) | (act > 7)).any():
+        raise common.DataLayoutError(f"{where}: 'activity_annotation' outside 1..7: "
+                                     f"{sorted(set(act.tolist()))}.")  # fmt: skip
+    return act
+
+
+def with_mat_activities(
+    manual_dir: epath.Path, test: list[_Sequence], report: common.BuildReport, who: str = NAME
+) -> list[_Sequence]:
+    """The npz test sequences with the activity labels of ``TS<i>/annot_data.mat``.
+
+    The npz files carry none; without the .mat files the labels stay 0 ('Unknown') and
+    the report says so. The .mat files must match the npz: frames and valid flags.
+    """
+    paths = {s.subject: manual_dir / s.subject / "annot_data.mat" for s in test}
+    present = [seq for seq, p in paths.items() if p.exists()]
+    if not present:
+        report.ignored.append(
+            "no TS<i>/annot_data.mat in the manual directory: the test split has no activity "
+            "labels, so the per-activity 3DHP table is one 'Unknown' row; copy the official "
+            "TS1..TS6 folders there and rebuild for the paper's table."
+        )
+        return test
+    missing = [os.fspath(p) for seq, p in paths.items() if seq not in present]
+    if missing:
+        raise FileNotFoundError(
+            f"{who}: found {present} but not {missing}; the activity labels need all six "
+            f"official test folders ({LAYOUT_MAT})."
+        )
+    out = []
+    for s in test:
+        where = f"{who}: sequence {s.subject!r} in {os.fspath(paths[s.subject])!r}"
+        valid, activity = _read_mat(paths[s.subject], ("valid_frame", "activity_annotation"), where)
+        n = s.valid.shape[0]
+        if np.asarray(valid).size != n or not np.array_equal(np.ravel(valid) != 0, s.valid):
+            raise common.DataLayoutError(
+                f"{where}: 'valid_frame' ({np.asarray(valid).size} frames) differs from the "
+                f"'valid' flags of the npz test file ({n} frames); expected the same test set."
+            )
+        out.append(dataclasses.replace(s, activity=_activities(activity, n, where)))
     return out
 
 
@@ -389,6 +445,12 @@ class Builder(common.PoseBuilder):
                       description="annot3; test from the official TS*/annot_data.mat."),
         Mpi3dhpConfig(name="univ_raw_test", annotation="univ_annot3", test_source="mat",
                       description="univ_annot3; test from the official TS*/annot_data.mat."),
+        Mpi3dhpConfig(name="ori_test_only", annotation="annot3", test_source="mat",
+                      test_only=True,
+                      description="annot3; only the test split, from TS*/annot_data.mat."),
+        Mpi3dhpConfig(name="univ_test_only", annotation="univ_annot3", test_source="mat",
+                      test_only=True,
+                      description="univ_annot3; only the test split, from TS*/annot_data.mat."),
     ]  # fmt: skip
     DEFAULT_CONFIG_NAME = "ori"
 
@@ -413,15 +475,16 @@ class Builder(common.PoseBuilder):
         cfg = self.builder_config
         manual = epath.Path(dl_manager.manual_dir)
         report = common.BuildReport()
-        train = read_train(manual / train_file(cfg), report, self.name)
+        train = [] if cfg.test_only else read_train(manual / train_file(cfg), report, self.name)
         if cfg.test_source == "npz":
             test = read_test_npz(manual / test_file(cfg), report, self.name)
+            test = with_mat_activities(manual, test, report, self.name)
         else:
             test = read_test_mat(manual, cfg.annotation, report, self.name)
-        splits = {
-            "train": [s for s in train if s.subject not in cfg.validation_subjects],
-            "test": test,
-        }
+        splits = {"test": test}
+        if not cfg.test_only:
+            splits = {"train": [s for s in train if s.subject not in cfg.validation_subjects]}
+            splits["test"] = test
         if cfg.validation_subjects:
             splits["validation"] = [s for s in train if s.subject in cfg.validation_subjects]
         for split, seqs in splits.items():

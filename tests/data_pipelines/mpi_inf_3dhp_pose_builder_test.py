@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 
 import h5py
@@ -60,6 +61,8 @@ def test_test_split_from_npz_keeps_valid_flags_and_cameras(built, mpi_files):
         np.testing.assert_allclose(e["pose_3d"], anim["data_3d"] / 1000.0, rtol=1e-6)
         np.testing.assert_array_equal(e["valid"], anim["valid"])
         assert e["valid"].sum() < e["num_frames"]  # invalid frames kept, flagged
+        # The npz has no activity labels: read from TS<i>/annot_data.mat next to it.
+        np.testing.assert_array_equal(e["activity"], mpi_files["activity"][ts].astype(np.int32))
         cam = camera_lib.mpi_inf_3dhp_test_camera(ts)
         assert (e["res_w"], e["res_h"]) == (cam.res_w, cam.res_h)
         np.testing.assert_allclose(e["intrinsics_px"], cam.intrinsics(normalized=False))
@@ -88,6 +91,38 @@ def test_raw_mat_test_split_has_activities_and_univ_3d(built, mpi_files):
     np.testing.assert_allclose(
         e["pose_3d"], mpi_files["train"]["univ"]["S1 Seq1"][0][0]["data_3d"] / 1000.0, rtol=1e-6
     )
+
+
+def test_test_only_config_needs_the_mat_files_alone(mpi_files, tmp_path):
+    import shutil
+
+    for ts in camera_lib.MPI_INF_3DHP_TEST_SEQUENCES:  # no npz at all
+        shutil.copytree(os.path.join(mpi_files["dir"], ts), tmp_path / "m" / ts)
+    builder = build(mb.Builder, "ori_test_only", tmp_path / "tfds", str(tmp_path / "m"))
+    assert set(builder.info.splits) == {"test"}
+    got = _rows("ori_test_only", "test", str(tmp_path / "tfds"))
+    for ts, anim in mpi_files["test"]["ori"].items():
+        e = got[(ts, ts, ts)]
+        np.testing.assert_allclose(e["pose_3d"], anim["data_3d"] / 1000.0, rtol=1e-6)
+        np.testing.assert_array_equal(e["activity"], mpi_files["activity"][ts].astype(np.int32))
+
+
+def test_npz_activities_without_or_with_mismatched_mat_files(mpi_files, tmp_path):
+    import shutil
+
+    report = common.BuildReport()
+    test = mb.read_test_npz(mpi_files["paths"]["test_ori"], report)
+    alone = mb.with_mat_activities(tmp_path, test, report)  # no TS folders here
+    assert all(not s.activity.any() for s in alone)
+    assert any("no TS<i>/annot_data.mat" in note for note in report.ignored)
+    shutil.copytree(mpi_files["dir"], tmp_path / "m")
+    os.remove(tmp_path / "m" / "TS6" / "annot_data.mat")
+    with pytest.raises(FileNotFoundError, match=r"TS6/annot_data\.mat.*all six"):
+        mb.with_mat_activities(tmp_path / "m", test, report)
+    test[1] = dataclasses.replace(test[1], valid=~test[1].valid)
+    shutil.copy(os.path.join(mpi_files["dir"], "TS6", "annot_data.mat"), tmp_path / "m" / "TS6")
+    with pytest.raises(common.DataLayoutError, match=r"'TS2'.*'valid_frame'.*npz"):
+        mb.with_mat_activities(tmp_path / "m", test, report)
 
 
 def test_missing_mat_names_file_and_layout(mpi_files, tmp_path):
