@@ -8,7 +8,8 @@ Modules, one job each:
 * ``base``: :class:`Batch` and the :class:`Evaluator` interface (``add``, ``results``).
 * ``h36m``: :class:`H36MTables` (Human3.6M multi-hypothesis tables) and
   :class:`MeanPoseBaseline`.
-* ``mpi_3dhp``: :class:`MPI3DHPTables` (MPI-INF-3DHP PCK/AUC/MPJPE tables).
+* ``mpi_3dhp``: :class:`MPI3DHPTables` (MPI-INF-3DHP PCK/AUC/MPJPE tables as the
+  official MATLAB evaluation gives them, and the 3DHP headline Protocol 1).
 * ``plot_example``: :class:`PlotExample` (one window's hypotheses, for the plots).
 * ``protocols``: :func:`evaluators_for` a dataset's protocol, and
   :func:`evaluate_hypotheses` (both in one call).
