@@ -50,6 +50,7 @@ layouts and published numbers, ``sampling``, ``training``).
   python -m launch.benchmark --workdir=runs/quickstart --grid=H1K1,H3K3 --eval_max_batches=50
   python -m launch.benchmark --mode=train --system=d3dp --batch=1 --repeats=2 --warmup=0
   python -m launch.benchmark --mode=train --system=d3dp --compile_only
+  python -m launch.benchmark --mode=train --system=d3dp --compile_only --model_kwargs=remat=block
   python -m launch.benchmark --mode=train --system=finepose --denoiser=finepose_tiny --batch=16
 """
 
@@ -141,6 +142,11 @@ _COMPILE_ONLY = flags.DEFINE_bool(
     False,
     "Train mode: compile only (compile time, MACs, XLA memory estimate); run no step.",
 )
+_MODEL_KWARGS = flags.DEFINE_list(
+    "model_kwargs",
+    None,
+    "Entries of config.model.kwargs as key=value, e.g. remat=block,attention_impl=einsum.",
+)
 _OUT = flags.DEFINE_string("out", None, "Directory for benchmark.json / benchmark.md.")
 
 
@@ -189,6 +195,7 @@ def main(argv):
             compile_only=_COMPILE_ONLY.value,
             devices=_DEVICES.value,
             param_sharding=_PARAM_SHARDING.value,
+            model_kwargs=common.parse_model_kwargs(_MODEL_KWARGS.value),
         )
     else:
         if _DEVICES.value != 1 or _PARAM_SHARDING.value != "replicated":
@@ -212,6 +219,7 @@ def main(argv):
             peak_tflops=_PEAK_TFLOPS.value,
             workdir=_WORKDIR.value,
             eval_max_batches=_EVAL_MAX_BATCHES.value,
+            model_kwargs=common.parse_model_kwargs(_MODEL_KWARGS.value),
         )
     md = to_markdown(report)
     print(md)

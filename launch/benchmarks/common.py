@@ -224,10 +224,13 @@ def benchmarked(system: str) -> Benchmarked:
     return BENCHMARKED[system]
 
 
-def load_config(system_or_spec: str, denoiser: str | None = None):
+def load_config(
+    system_or_spec: str, denoiser: str | None = None, model_kwargs: Mapping[str, Any] | None = None
+):
     """The config of a system name (:data:`CONFIGS`) or of ``'configs/x.py[:arg]'``.
 
-    ``denoiser``: a registry name replacing ``config.model.name``.
+    ``denoiser``: a registry name replacing ``config.model.name``; ``model_kwargs``:
+    entries of ``config.model.kwargs`` (:func:`set_model_kwargs`).
     """
     spec = CONFIGS.get(system_or_spec, system_or_spec)
     path, _, arg = spec.partition(":")
@@ -236,7 +239,41 @@ def load_config(system_or_spec: str, denoiser: str | None = None):
     if denoiser:
         with config.unlocked():
             config.model.name = denoiser
+    set_model_kwargs(config, model_kwargs)
     return config
+
+
+def parse_model_kwargs(entries: Sequence[str] | None) -> dict[str, Any]:
+    """``['remat=block', 'depth=4']`` -> ``{'remat': 'block', 'depth': 4}`` (ints, floats kept)."""
+    out: dict[str, Any] = {}
+    for entry in entries or ():
+        key, sep, text = entry.partition("=")
+        if not sep or not key:
+            from absl import app
+
+            raise app.UsageError(f"--model_kwargs entry {entry!r}: expected key=value.")
+        value: Any = text
+        for cast in (int, float):
+            try:
+                value = cast(text)
+                break
+            except ValueError:
+                pass
+        out[key.strip()] = value
+    return out
+
+
+def set_model_kwargs(config, model_kwargs: Mapping[str, Any] | None) -> None:
+    """Sets entries of ``config.model.kwargs`` (the model's fields, e.g. ``remat``)."""
+    if not model_kwargs:
+        return
+    import ml_collections
+
+    with config.unlocked():
+        if config.model.get("kwargs") is None:
+            config.model.kwargs = ml_collections.ConfigDict()
+        for key, value in model_kwargs.items():
+            config.model.kwargs[key] = value
 
 
 # ---------------------------------------------------------------------------
@@ -450,7 +487,7 @@ def setup_line(report: Mapping[str, Any]) -> str:
         f"{report['date_utc']} UTC; profile {report['profile']}; peak FLOP/s assumed "
         f"{report['peak_flops_assumed'] or 'n/a'}; peak device memory "
         f"{'n/a' if mem is None else f'{mem / 2**20:.1f} MiB'}."
-    )
+    ) + "".join(f" model.kwargs.{k}={v}." for k, v in (report.get("model_kwargs") or {}).items())
 
 
 def check_positive(name: str, values) -> None:

@@ -55,6 +55,7 @@ def run_benchmark(
     workdir: str | None = None,
     eval_max_batches: int = 0,
     compiler_options: dict | None = None,
+    model_kwargs: dict | None = None,
 ) -> dict:
     """Times the samplers and returns the report (a JSON-able dict with ``rows``).
 
@@ -62,6 +63,7 @@ def run_benchmark(
     ``workdir`` the run's config and checkpoint are used and each row gets the
     run's MPJPE (see ``launch.benchmark``). ``compiler_options``: XLA options of
     the timed samplers and the initialiser (not of the MPJPE pass: the run's config).
+    ``model_kwargs``: entries of ``config.model.kwargs`` (e.g. ``{'attention_impl': 'einsum'}``).
     """
     import jax
     import jax.numpy as jnp
@@ -72,6 +74,7 @@ def run_benchmark(
     if eval_max_batches < 0:
         raise app.UsageError(f"--eval_max_batches={eval_max_batches}: expected >= 0.")
     model, config, run_dir = _resolve_config(model, workdir, denoiser, eval_max_batches)
+    common.set_model_kwargs(config, model_kwargs)
     kind = common.BENCHMARKED[model].grid
     profile = profiles.get_profile(profile_name)
     dtype = dtype or profile.compute_dtype
@@ -109,6 +112,7 @@ def run_benchmark(
         published=common.PUBLISHED.get(model, {}).get("source"),
         published_j_best_h20k10_mm=common.PUBLISHED.get(model, {}).get("j_best_h20k10_mm"),
         mpjpe_eval=mpjpe_info or None,
+        model_kwargs=model_kwargs or None,
         rows=rows,
     )
     return report

@@ -57,6 +57,7 @@ def run_train_benchmark(
     devices: int = 1,
     param_sharding: str = "replicated",
     fsdp_min_size: int | None = None,
+    model_kwargs: dict | None = None,
 ) -> dict:
     """Times the jitted training step of ``model`` (default ``'mmdiff'``); returns the report.
 
@@ -69,7 +70,8 @@ def run_train_benchmark(
     ``compiler_options``: XLA options of the step's (and the initialiser's) ``jax.jit``.
     ``devices``/``param_sharding``: the training loop's mesh (batch split over
     ``devices``) and ``mesh.param_sharding`` ('replicated' or 'fsdp'); the memory
-    column is then per device.
+    column is then per device. ``model_kwargs``: entries of ``config.model.kwargs``
+    (e.g. ``{'remat': 'block'}``).
     """
     import jax
 
@@ -80,7 +82,7 @@ def run_train_benchmark(
     common.check_positive("frames", [frames] if frames is not None else None)
     profile = profiles.get_profile(profile_name)
     jax.config.update("jax_default_matmul_precision", profile.matmul_precision)
-    config, system, paper_batch, paper_frames = _train_config(model, denoiser, frames)
+    config, system, paper_batch, paper_frames = _train_config(model, denoiser, frames, model_kwargs)
     frames = 1 if system.single_frame else int(config.data.num_frames)
     # DiffPose-frame's uv noise: a GMM fitted to the (here random) 2D residuals.
     system = system.with_data_statistics([train_batch(system, config, paper_batch, seed=99)])
@@ -112,6 +114,7 @@ def run_train_benchmark(
         paper_batch=paper_batch,
         paper_frames=paper_frames,
         compile_only=compile_only,
+        model_kwargs=model_kwargs or None,
         rows=rows,
     )
     return report
@@ -130,11 +133,11 @@ def _check_devices(devices: int, batches: list[int]) -> None:
             raise app.UsageError(f"--batch={b} does not split over --devices={devices}.")
 
 
-def _train_config(model: str, denoiser: str | None, frames: int | None):
+def _train_config(model: str, denoiser: str | None, frames: int | None, model_kwargs=None):
     """``(config, system, paper batch, paper frames)``: the paper config with the overrides."""
     from pose_jax.systems import get_system
 
-    config = common.load_config(model)
+    config = common.load_config(model, model_kwargs=model_kwargs)
     paper_batch = int(config.data.batch_size)
     with config.unlocked():
         if denoiser:
