@@ -54,6 +54,12 @@ def d3dp_base() -> ml_collections.ConfigDict:
     c.model.name = "d3dp"
     c.model.drop_path_rate = 0.1
     c.model.kwargs = ml_collections.ConfigDict()  # fields of the model; None: the model's own
+    # Sizes (MixSTE: 512 wide, 8 stages, 8 heads, MLP ratio 2 in the paper), settable as
+    # --config.model.kwargs.depth=4; any other field of the model may be added in a config.
+    c.model.kwargs.embed_dim = ml_collections.FieldReference(None, field_type=int)
+    c.model.kwargs.depth = ml_collections.FieldReference(None, field_type=int)
+    c.model.kwargs.num_heads = ml_collections.FieldReference(None, field_type=int)
+    c.model.kwargs.mlp_ratio = ml_collections.FieldReference(None, field_type=float)
     # How, not what, the denoiser computes (parameters and results unchanged):
     # remat 'none' | 'block' | 'dots_saveable' (per-block rematerialisation);
     # attention_impl 'auto' | 'xla' | 'cudnn' | 'einsum' (pose_jax.models.layers).

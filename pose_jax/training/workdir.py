@@ -122,14 +122,17 @@ def _normalise(value: Any) -> Any:
 
 
 def config_differences(saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple]:
-    """``{key: (saved value, new value)}`` for every flattened key that differs."""
+    """``{key: (saved value, new value)}`` for every flattened key that differs.
+
+    A key absent on one side equals None on the other (an unset override such as
+    ``model.kwargs.depth``: configs written before the key existed resume).
+    """
     a, b = flatten(_normalise(saved)), flatten(_normalise(new))
-    missing = object()
     out = {}
     for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k, missing), b.get(k, missing)
+        va, vb = a.get(k), b.get(k)
         if va != vb:
-            out[k] = (None if va is missing else va, None if vb is missing else vb)
+            out[k] = (va, vb)
     return out
 
 
