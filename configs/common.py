@@ -92,6 +92,9 @@ def d3dp_base() -> ml_collections.ConfigDict:
     c.train.log_every_steps = 50
     c.train.checkpoint_every_steps = 1000
     c.train.tensorboard = True
+    # 'bfloat16': mixed-precision training (the denoiser computes in bf16; parameters,
+    # gradients, optimizer state and the loss reduction stay float32).
+    c.train.compute_dtype = "float32"
 
     c.eval = ml_collections.ConfigDict()
     c.eval.num_hypotheses = 5

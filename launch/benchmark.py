@@ -52,6 +52,11 @@ layouts and published numbers, ``sampling``, ``training``).
   python -m launch.benchmark --mode=train --system=d3dp --compile_only
   python -m launch.benchmark --mode=train --system=d3dp --compile_only --model_kwargs=remat=block
   python -m launch.benchmark --mode=train --system=finepose --denoiser=finepose_tiny --batch=16
+  python -m launch.benchmark --mode=loop --loop_config=configs/quickstart.py --repeats=100
+
+``--mode=loop`` runs the whole training loop of an experiment config (``launch.train``'s
+``loop.train`` with its grain input pipeline, transfers, logging and preemption check)
+and reports its steps/s beside the bare step's (:mod:`launch.benchmarks.loop`).
 """
 
 from __future__ import annotations
@@ -75,7 +80,11 @@ from launch.benchmarks.training import run_train_benchmark, train_markdown
 GCN_T_TEST = common.T_TEST  # the speed table's GT config: refinement from t = 6
 
 _MODE = flags.DEFINE_enum(
-    "mode", "sample", ["sample", "train"], "Time the samplers or the training step."
+    "mode",
+    "sample",
+    ["sample", "train", "loop"],
+    "Time the samplers, the training step, or the whole training loop (input pipeline "
+    "included) of --loop_config.",
 )
 _SYSTEM = flags.DEFINE_enum(
     "system",
@@ -147,6 +156,15 @@ _MODEL_KWARGS = flags.DEFINE_list(
     None,
     "Entries of config.model.kwargs as key=value, e.g. remat=block,attention_impl=einsum.",
 )
+_LOOP_CONFIG = flags.DEFINE_string(
+    "loop_config", "configs/quickstart.py", "Loop mode: the experiment config (PATH[:ARG])."
+)
+_LOOP_STEPS = flags.DEFINE_integer(
+    "loop_steps", 300, "Loop mode: timed steps (a multiple of the logging interval, 50)."
+)
+_LOOP_WARMUP = flags.DEFINE_integer(
+    "loop_warmup", 50, "Loop mode: untimed steps first (compilation; a multiple of 50)."
+)
 _OUT = flags.DEFINE_string("out", None, "Directory for benchmark.json / benchmark.md.")
 
 
@@ -154,7 +172,28 @@ def to_markdown(report: dict) -> str:
     """The report as a markdown section (setup line + table)."""
     if report.get("mode") == "train":
         return train_markdown(report)
+    if report.get("mode") == "loop":
+        from launch.benchmarks.loop import loop_markdown
+
+        return loop_markdown(report)
     return sample_markdown(report)
+
+
+def _loop_report(batches) -> dict:
+    """``--mode=loop``: the config's training loop; --batch/--frames/--denoiser override it."""
+    from launch.benchmarks.loop import run_loop_benchmark
+
+    if batches is not None and len(batches) != 1:
+        raise app.UsageError("--mode=loop takes one --batch.")
+    overrides = {"data.batch_size": batches[0] if batches else None}
+    overrides.update({"data.num_frames": _FRAMES.value, "model.name": _DENOISER.value})
+    return run_loop_benchmark(
+        _LOOP_CONFIG.value,
+        steps=_LOOP_STEPS.value,
+        warmup=_LOOP_WARMUP.value,
+        overrides={k: v for k, v in overrides.items() if v is not None},
+        step_repeats=_REPEATS.value,
+    )
 
 
 def main(argv):
@@ -168,7 +207,9 @@ def main(argv):
     profile = profiles.get_profile(_PROFILE.value)
     profiles.set_xla_flags(profile)  # before jax initialises (imported lazily below)
     batches = None if _BATCH.value is None else [int(b) for b in _BATCH.value]
-    if _MODE.value == "train":
+    if _MODE.value == "loop":
+        report = _loop_report(batches)
+    elif _MODE.value == "train":
         sample_only = {
             "grid": _GRID.value,
             "clips": _CLIPS.value,

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -87,9 +88,14 @@ def train_and_evaluate(
     config_checks.check_train_config(
         config, num_devices=jax.device_count(), num_processes=jax.process_count()
     )
-    check_resume(config, workdir, allow=allow_config_change)
-    with workdir_lib.WorkdirLock(workdir) if jax.process_index() == 0 else _no_lock():
-        return _train_and_evaluate(config, workdir, evaluate_after=evaluate_after)
+    # One checkpoint manager for the whole run: the resume check and the loop.
+    manager = loop.open_checkpoints(config, workdir)
+    try:
+        check_resume(config, manager, allow=allow_config_change)
+        with workdir_lib.WorkdirLock(workdir) if jax.process_index() == 0 else _no_lock():
+            return _train_and_evaluate(config, workdir, manager, evaluate_after=evaluate_after)
+    finally:
+        manager.close()
 
 
 def _no_lock():
@@ -98,17 +104,14 @@ def _no_lock():
     return contextlib.nullcontext()
 
 
-def check_resume(config, workdir: epath.Path, *, allow=()) -> None:
-    """Refuses to resume ``workdir``'s checkpoint with a config that differs where it matters."""
-    ckpt_dir = workdir / "checkpoints"
-    if not ckpt_dir.exists():
-        return
-    manager = checkpointing.make_checkpoint_manager(ckpt_dir, with_data_iterator=False)
+def check_resume(config, manager, *, allow=()) -> None:
+    """Refuses to resume ``manager``'s newest checkpoint with a config that differs where
+    it matters (nothing to check when the run has no checkpoint yet)."""
     found = checkpointing.read_config(manager)
-    manager.close()
     if found is None:
         return
     step, saved = found
+    ckpt_dir = epath.Path(manager.directory)
     accepted = workdir_lib.check_resume_config(
         saved, config.to_dict(), where=os.fspath(ckpt_dir / str(step)), allow=allow
     )
@@ -128,7 +131,19 @@ def _train_iterator(config, system, store, *, local_batch: int, **kwargs):
     )
 
 
-def _train_and_evaluate(config, workdir: epath.Path, *, evaluate_after: bool) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class TrainingInputs:
+    """What :func:`loop.train` needs from the data: the fitted system and the batches."""
+
+    system: Any
+    train_iter: Any  # a checkpointable grain iterator of this process's batches
+    steps_per_epoch: int
+    init_batch: dict
+    store: Any  # the training split (input_pipeline.SequenceStore)
+
+
+def prepare_training(config) -> TrainingInputs:
+    """Reads the training split and builds the system, its batch stream and statistics."""
     ensure_dataset(config)
     store = input_pipeline.load_sequences(
         config.data.dataset, config.data.train_split, data_dir=data_dir(config)
@@ -150,7 +165,6 @@ def _train_and_evaluate(config, workdir: epath.Path, *, evaluate_after: bool) ->
     clips = input_pipeline.count_train_clips(
         store, 1 if system.single_frame else config.data.num_frames, config.data.flip
     )
-    steps_per_epoch = max(1, clips // config.data.batch_size)
     init_batch = next(
         _train_iterator(config, system, store, local_batch=1, flip="none", shuffle=False)
     )
@@ -167,25 +181,33 @@ def _train_and_evaluate(config, workdir: epath.Path, *, evaluate_after: bool) ->
             shard_count=1,
         )
     )
+    return TrainingInputs(
+        system, train_iter, max(1, clips // config.data.batch_size), init_batch, store
+    )
+
+
+def _train_and_evaluate(config, workdir: epath.Path, manager, *, evaluate_after: bool):
+    inputs = prepare_training(config)
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-        (workdir / "mean_pose.npy").write_bytes(_npy_bytes(_mean_pose(store)))
+        (workdir / "mean_pose.npy").write_bytes(_npy_bytes(_mean_pose(inputs.store)))
     state = loop.train(
         config,
         workdir,
-        system=system,
-        train_iter=train_iter,
-        steps_per_epoch=steps_per_epoch,
-        init_batch=init_batch,
+        system=inputs.system,
+        train_iter=inputs.train_iter,
+        steps_per_epoch=inputs.steps_per_epoch,
+        init_batch=inputs.init_batch,
+        manager=manager,
     )
     results = None
     if evaluate_after:
         done = int(jax.device_get(state.step))
-        if done < loop.total_steps(config, steps_per_epoch):
+        if done < loop.total_steps(config, inputs.steps_per_epoch):
             print(f"train_and_evaluate: stopped early at step {done} (preempted); not evaluating.")
         else:
-            results = evaluate(config, str(workdir), state=state, system=system)
+            results = evaluate(config, str(workdir), state=state, system=inputs.system)
     return {"state": state, "results": results}
 
 

@@ -138,18 +138,17 @@ def _train_config(model: str, denoiser: str | None, frames: int | None, model_kw
     from pose_jax.systems import get_system
 
     config = common.load_config(model, model_kwargs=model_kwargs)
-    paper_batch = int(config.data.batch_size)
+    paper_batch, paper_frames = int(config.data.batch_size), int(config.data.num_frames)
     with config.unlocked():
         if denoiser:
             config.model.name = denoiser
-    system = get_system(config.system).from_config(config)
-    paper_frames = 1 if system.single_frame else int(config.data.num_frames)
-    if frames is not None:
-        if system.single_frame:
-            raise app.UsageError(f"--frames: {model} trains on single frames.")
-        with config.unlocked():
+        if frames is not None:
             config.data.num_frames = frames
-        system = get_system(config.system).from_config(config)
+    system = get_system(config.system).from_config(config)  # built once, with --frames
+    if system.single_frame:
+        if frames is not None:
+            raise app.UsageError(f"--frames: {model} trains on single frames.")
+        paper_frames = 1
     return config, system, paper_batch, paper_frames
 
 

@@ -79,6 +79,20 @@ def check_frames(config: Any, longest_sequence: int | None, *, split: str) -> No
         )
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def check_compute_dtype(config: Any) -> None:
+    """``train.compute_dtype`` is one of :data:`COMPUTE_DTYPES` (absent: float32)."""
+    value = config.train.get("compute_dtype", "float32")
+    if value not in COMPUTE_DTYPES:
+        raise ConfigError(
+            f"config.train.compute_dtype is {value!r}; expected one of {list(COMPUTE_DTYPES)} "
+            "('bfloat16': the denoiser computes in bf16, parameters, optimizer state and the "
+            "loss stay float32)."
+        )
+
+
 def check_train_config(
     config: Any,
     *,
@@ -94,6 +108,7 @@ def check_train_config(
     check_duration(config)
     _positive(config, "train.log_every_steps")
     _positive(config, "train.checkpoint_every_steps")
+    check_compute_dtype(config)
     check_batch(config, num_devices=num_devices, num_processes=num_processes)
     check_frames(config, longest_sequence, split=config.data.train_split)
     check_model_switches(config)

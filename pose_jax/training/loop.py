@@ -1,9 +1,10 @@
 """The training loop, read top to bottom: mesh, model + optimizer, shard, restore, loop.
 
 The loop is generic: a *system* supplies ``loss_fn(params, batch, rng)`` and the
-denoiser's ``init_fn``; the caller supplies a checkpointable batch iterator
-(``get_state``/``set_state``, e.g. grain's). Nothing here imports the data
-pipelines, so any iterator of dict batches works.
+denoiser's ``init_fn``; the caller supplies a batch iterator, by default a
+:class:`CheckpointableIterator` (grain's) whose position is saved with the state.
+Nothing here imports the data pipelines, so any iterator of dict batches works
+(``checkpoint_data=False`` for one without a position).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +25,16 @@ from etils import epath
 from pose_jax import model_state
 from pose_jax import sharding as sharding_lib
 from pose_jax.training import checkpointing, optimizers, train_state, train_step
+
+
+class CheckpointableIterator(Protocol):
+    """A batch iterator whose position is checkpointed (``grain.DatasetIterator``)."""
+
+    def __next__(self) -> Mapping[str, Any]: ...
+
+    def get_state(self) -> Any: ...
+
+    def set_state(self, state: Any) -> None: ...
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -153,14 +164,18 @@ def _report_resume(manager, restored: checkpointing.Restored, total: int) -> Non
 
 
 def global_batch(local: Mapping[str, Any], mesh, keys: tuple[str, ...]) -> dict[str, jax.Array]:
-    """Assembles the global batch from this process's rows (``[b_local, ...]`` per key)."""
+    """Assembles the global batch from this process's rows (``[b_local, ...]`` per key).
+
+    One process: one ``device_put`` of the whole dict (a single dispatch); several:
+    each process contributes its rows of every key.
+    """
+    missing = [k for k in keys if k not in local]
+    if missing:
+        raise KeyError(f"global_batch: the batch has no key {missing}; it has {sorted(local)}.")
     sh = sharding_lib.batch_sharding(mesh)
-    out = {}
-    for k in keys:
-        if k not in local:
-            raise KeyError(f"global_batch: the batch has no key '{k}'; it has {sorted(local)}.")
-        out[k] = jax.make_array_from_process_local_data(sh, np.asarray(local[k]))
-    return out
+    if jax.process_count() == 1:
+        return jax.device_put({k: np.asarray(local[k]) for k in keys}, sh)
+    return {k: jax.make_array_from_process_local_data(sh, np.asarray(local[k])) for k in keys}
 
 
 def total_steps(config: Any, steps_per_epoch: int) -> int:
@@ -215,10 +230,26 @@ def make_state_initializer(
     return init_state
 
 
+def compute_system(config: Any, system: Any) -> Any:
+    """The system the training step computes with: ``train.compute_dtype`` (absent: float32).
+
+    ``'bfloat16'`` is mixed precision: the denoiser's activations and matmuls in bf16
+    (:meth:`System.with_compute_dtype`), while the parameters, their gradients, the
+    optimizer state and EMA stay float32 (the parameters are cast where they are used,
+    so their cotangents come back in float32) and the loss is reduced in float32 (the
+    systems compare the prediction with the float32 batch). Evaluation is unaffected.
+    """
+    name = config.train.get("compute_dtype", "float32")
+    if name == "float32":
+        return system
+    return system.with_compute_dtype(jnp.dtype(name))
+
+
 def make_train_step_from_config(config: Any, system: Any, optimizer):
-    """The (unjitted) update :func:`train` runs: ``config.optim``'s EMA and gradient mode."""
+    """The (unjitted) update :func:`train` runs: ``config.optim``'s EMA and gradient mode,
+    computing in ``config.train.compute_dtype`` (:func:`compute_system`)."""
     return train_step.make_train_step(
-        system.loss_fn,
+        compute_system(config, system).loss_fn,
         optimizer,
         ema_decay=config.optim.get("ema_decay") or None,
         gradient_mode=config.optim.gradient_mode,
@@ -306,14 +337,38 @@ def _say_stopped(done: int) -> None:
         print(f"train: SIGTERM received{who}; saved step {done} and stopped.", flush=True)
 
 
+def _restore(manager, state, data_iter, total: int) -> train_state.TrainState:
+    """The newest restorable checkpoint's state (``data_iter`` moved to its position), or
+    ``state`` when ``manager`` holds none."""
+    restored = checkpointing.restore_newest(manager, state, data_iter=data_iter)
+    if restored is None:
+        return state
+    _report_resume(manager, restored, total)
+    return restored.state
+
+
+def open_checkpoints(config: Any, workdir: str | epath.Path, *, checkpoint_data: bool = True):
+    """The run's checkpoint manager (``workdir/checkpoints``), as :func:`train` uses it.
+
+    ``checkpoint_data``: the data iterator's position is an item of every checkpoint.
+    """
+    return checkpointing.make_checkpoint_manager(
+        epath.Path(workdir) / "checkpoints",
+        max_to_keep=config.ckpt.max_to_keep,
+        with_data_iterator=checkpoint_data,
+    )
+
+
 def train(
     config: Any,
     workdir: str | epath.Path,
     *,
     system: Any,
-    train_iter: Iterator[Mapping[str, Any]],
+    train_iter: CheckpointableIterator | Iterator[Mapping[str, Any]],
     steps_per_epoch: int,
     init_batch: Mapping[str, np.ndarray],
+    checkpoint_data: bool = True,
+    manager=None,
 ) -> train_state.TrainState:
     """Trains ``system`` and returns the final state (checkpointed under ``workdir``).
 
@@ -322,67 +377,79 @@ def train(
         ``ckpt`` (see ``configs/d3dp_h36m.py``).
       workdir: run directory (local or ``gs://``): checkpoints, ``metrics.jsonl``.
       system: a :class:`pose_jax.systems.System` (``init_params``, ``loss_fn``).
-      train_iter: iterator of per-process batches (dicts of ``[b, ...]`` arrays);
-        when it has ``get_state``/``set_state`` its position is checkpointed.
+      train_iter: iterator of per-process batches (dicts of ``[b, ...]`` arrays); a
+        :class:`CheckpointableIterator` unless ``checkpoint_data=False``.
       steps_per_epoch: global updates per epoch (drives the per-epoch lr decay).
       init_batch: one batch (shapes only matter) to initialise the parameters.
+      checkpoint_data: save (and restore) ``train_iter``'s position with the state.
+      manager: the run's checkpoint manager when the caller opened it already
+        (:func:`open_checkpoints`, same ``checkpoint_data``); it stays open. By
+        default the loop opens and closes its own.
 
     Raises:
       NonFiniteLossError: the loss or gradient norm became NaN/inf (names the step).
     """
     workdir = epath.Path(workdir)
-    tcfg = config.train
-    keys = tuple(system.batch_keys)
     mesh = sharding_lib.make_mesh(config.mesh.get("num_devices") or None)
     optimizer, schedule = make_optimizer_from_config(config, steps_per_epoch)
     state, state_sharding = _create_state(config, system, init_batch, optimizer, mesh)
     total = total_steps(config, steps_per_epoch)
-
-    # A grain iterator's position is checkpointed with the state; a plain one is not.
-    data_iter = train_iter if hasattr(train_iter, "get_state") else None
-    manager = checkpointing.make_checkpoint_manager(
-        workdir / "checkpoints",
-        max_to_keep=config.ckpt.max_to_keep,
-        with_data_iterator=data_iter is not None,
-    )
-    restored = checkpointing.restore_newest(manager, state, data_iter=data_iter)
-    if restored is not None:
-        state = restored.state
-        _report_resume(manager, restored, total)
-    start = int(jax.device_get(state.step))
-
-    step_fn = jax.jit(
-        make_train_step_from_config(config, system, optimizer),
-        in_shardings=(state_sharding, sharding_lib.batch_sharding(mesh)),
-        out_shardings=(state_sharding, sharding_lib.replicated(mesh)),
-        donate_argnums=(0,),
-    )
-    ckpt_cfg = config.to_dict()
-    writer = MetricWriter(workdir, tensorboard=tcfg.get("tensorboard", True))
-    bar = _progress(total, start)
-    logger = _Logger(writer, schedule, bar, manager)
-    preempt = _Preemption(mesh)
+    owned = manager is None
+    if owned:
+        manager = open_checkpoints(config, workdir, checkpoint_data=checkpoint_data)
+    data_iter = train_iter if checkpoint_data else None
     try:
-        for step in range(start, total):
-            state, metrics = step_fn(state, global_batch(next(train_iter), mesh, keys))
-            logger.pending.append(metrics)
-            done = step + 1
-            if done % tcfg.log_every_steps == 0 or done == total:
-                logger.flush(step, done)
-            if bar is not None:
-                bar.update(1)
-            stop = preempt.should_stop()
-            if done % tcfg.checkpoint_every_steps == 0 or done == total or stop:
-                checkpointing.save(
-                    manager, done, state, config=ckpt_cfg, data_iter=data_iter, force=True
-                )
-            if stop:
-                _say_stopped(done)
-                break
+        state = _restore(manager, state, data_iter, total)
+        step_fn = jax.jit(
+            make_train_step_from_config(config, system, optimizer),
+            in_shardings=(state_sharding, sharding_lib.batch_sharding(mesh)),
+            out_shardings=(state_sharding, sharding_lib.replicated(mesh)),
+            donate_argnums=(0,),
+        )
+        loop = _Loop(config, workdir, mesh, tuple(system.batch_keys), manager, data_iter)
+        return loop.run(step_fn, state, train_iter, schedule, total)
     finally:
-        if bar is not None:
-            bar.close()
-        preempt.restore()
-        writer.close()
-        manager.close()
-    return state
+        if owned:
+            manager.close()
+
+
+class _Loop:
+    """The steps of one run: update, log, checkpoint, stop on SIGTERM."""
+
+    def __init__(self, config, workdir, mesh, keys, manager, data_iter):
+        self.config, self.workdir, self.mesh, self.keys = config, workdir, mesh, keys
+        self.manager, self.data_iter = manager, data_iter
+
+    def run(self, step_fn, state, train_iter, schedule, total: int):
+        tcfg = self.config.train
+        start = int(jax.device_get(state.step))
+        ckpt_cfg = self.config.to_dict()
+        writer = MetricWriter(self.workdir, tensorboard=tcfg.get("tensorboard", True))
+        bar = _progress(total, start)
+        logger = _Logger(writer, schedule, bar, self.manager)
+        preempt = _Preemption(self.mesh)
+        try:
+            for step in range(start, total):
+                batch = global_batch(next(train_iter), self.mesh, self.keys)
+                state, metrics = step_fn(state, batch)
+                logger.pending.append(metrics)
+                done = step + 1
+                if done % tcfg.log_every_steps == 0 or done == total:
+                    logger.flush(step, done)
+                if bar is not None:
+                    bar.update(1)
+                stop = preempt.should_stop()
+                if done % tcfg.checkpoint_every_steps == 0 or done == total or stop:
+                    checkpointing.save(
+                        self.manager, done, state, config=ckpt_cfg, data_iter=self.data_iter,
+                        force=True,
+                    )  # fmt: skip
+                if stop:
+                    _say_stopped(done)
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+            preempt.restore()
+            writer.close()
+        return state

@@ -149,6 +149,7 @@ def test_loss_falls_on_a_fixed_batch(tiny_data_dir, tmp_path):
         train_iter=Repeat(),
         steps_per_epoch=10,
         init_batch=batch,
+        checkpoint_data=False,
     )
     losses = [
         json.loads(l)["loss"]
@@ -174,6 +175,7 @@ def test_non_finite_loss_stops_and_names_the_step(tiny_data_dir, tmp_path):
             train_iter=batches,
             steps_per_epoch=10,
             init_batch=batch,
+            checkpoint_data=False,
         )
 
 

@@ -41,6 +41,11 @@ def _cli(*args, cwd=REPO):
         ),
         ("mesh.num_devices", 16, "config.mesh.num_devices is 16 but only 8 devices"),
         ("eval.num_hypotheses", 0, "config.eval.num_hypotheses is 0"),
+        (
+            "train.compute_dtype",
+            "float16",
+            "config.train.compute_dtype is 'float16'; expected one of ['float32', 'bfloat16']",
+        ),
     ],
 )
 def test_bad_config_values_are_refused_before_training(key, value, expected, tmp_path):
