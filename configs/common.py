@@ -95,6 +95,9 @@ def d3dp_base() -> ml_collections.ConfigDict:
     # 'bfloat16': mixed-precision training (the denoiser computes in bf16; parameters,
     # gradients, optimizer state and the loss reduction stay float32).
     c.train.compute_dtype = "float32"
+    # Updates per jitted call (a lax.scan over that many batches): the same updates with
+    # one dispatch, transfer and allocation of XLA's temporaries per call.
+    c.train.steps_per_call = 1
 
     c.eval = ml_collections.ConfigDict()
     c.eval.num_hypotheses = 5

@@ -165,6 +165,9 @@ _LOOP_STEPS = flags.DEFINE_integer(
 _LOOP_WARMUP = flags.DEFINE_integer(
     "loop_warmup", 50, "Loop mode: untimed steps first (compilation; a multiple of 50)."
 )
+_LOOP_STEPS_PER_CALL = flags.DEFINE_integer(
+    "steps_per_call", None, "Loop mode: config train.steps_per_call (default: the config's)."
+)
 _OUT = flags.DEFINE_string("out", None, "Directory for benchmark.json / benchmark.md.")
 
 
@@ -187,6 +190,7 @@ def _loop_report(batches) -> dict:
         raise app.UsageError("--mode=loop takes one --batch.")
     overrides = {"data.batch_size": batches[0] if batches else None}
     overrides.update({"data.num_frames": _FRAMES.value, "model.name": _DENOISER.value})
+    overrides["train.steps_per_call"] = _LOOP_STEPS_PER_CALL.value
     return run_loop_benchmark(
         _LOOP_CONFIG.value,
         steps=_LOOP_STEPS.value,

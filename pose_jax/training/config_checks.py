@@ -108,6 +108,8 @@ def check_train_config(
     check_duration(config)
     _positive(config, "train.log_every_steps")
     _positive(config, "train.checkpoint_every_steps")
+    if "steps_per_call" in config.train:
+        _positive(config, "train.steps_per_call")
     check_compute_dtype(config)
     check_batch(config, num_devices=num_devices, num_processes=num_processes)
     check_frames(config, longest_sequence, split=config.data.train_split)

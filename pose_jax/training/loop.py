@@ -307,6 +307,13 @@ def _check_finite(host: list[dict], last_good: int | None) -> None:
             )
 
 
+def _per_step(metrics: dict) -> list[dict]:
+    """One call's fetched metrics as one dict per update (``[k]`` arrays are split)."""
+    if np.ndim(metrics["step"]) == 0:
+        return [metrics]
+    return [{n: v[i] for n, v in metrics.items()} for i in range(len(metrics["step"]))]
+
+
 class _Logger:
     """Collects the per-step metrics on device and writes them every ``log_every_steps``."""
 
@@ -316,8 +323,11 @@ class _Logger:
         self.tick = time.perf_counter()
 
     def flush(self, step: int, done: int) -> None:
-        """Fetches the pending metrics (one transfer), checks them and writes the last."""
-        host = jax.device_get(self.pending)
+        """Fetches the pending metrics (one transfer), checks them and writes the last.
+
+        A multi-step call's metrics are ``[k]`` arrays: one row per update.
+        """
+        host = [row for m in jax.device_get(self.pending) for row in _per_step(m)]
         self.pending = []
         _check_finite(host, self.manager.latest_step())
         elapsed = time.perf_counter() - self.tick
@@ -335,6 +345,28 @@ def _say_stopped(done: int) -> None:
         n = jax.process_count()
         who = f" by at least one of {n} processes" if n > 1 else ""
         print(f"train: SIGTERM received{who}; saved step {done} and stopped.", flush=True)
+
+
+def _crossed(done: int, k: int, every: int) -> bool:
+    """Whether the call that took the run from ``done - k`` to ``done`` steps passed a
+    multiple of ``every``."""
+    return done // every > (done - k) // every
+
+
+def stacked_sharding(mesh) -> jax.sharding.NamedSharding:
+    """``[k, B, ...]``: the step axis whole on every device, the batch axis split."""
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, mesh.axis_names[0]))
+
+
+def stacked_batches(
+    batches: list[Mapping[str, Any]], mesh, keys: tuple[str, ...]
+) -> dict[str, jax.Array]:
+    """``k`` local batches as the global ``[k, B, ...]`` input of a multi-step call."""
+    sh = stacked_sharding(mesh)
+    local = {k: np.stack([np.asarray(b[k]) for b in batches]) for k in keys}
+    if jax.process_count() == 1:
+        return jax.device_put(local, sh)
+    return {k: jax.make_array_from_process_local_data(sh, v) for k, v in local.items()}
 
 
 def _restore(manager, state, data_iter, total: int) -> train_state.TrainState:
@@ -400,14 +432,22 @@ def train(
     data_iter = train_iter if checkpoint_data else None
     try:
         state = _restore(manager, state, data_iter, total)
-        step_fn = jax.jit(
-            make_train_step_from_config(config, system, optimizer),
-            in_shardings=(state_sharding, sharding_lib.batch_sharding(mesh)),
-            out_shardings=(state_sharding, sharding_lib.replicated(mesh)),
-            donate_argnums=(0,),
-        )
+        update = make_train_step_from_config(config, system, optimizer)
+        multi = stacked_sharding(mesh)
+        step_fns = {
+            k: jax.jit(
+                update if k == 1 else train_step.make_multi_step(update),
+                in_shardings=(
+                    state_sharding,
+                    sharding_lib.batch_sharding(mesh) if k == 1 else multi,
+                ),
+                out_shardings=(state_sharding, sharding_lib.replicated(mesh)),
+                donate_argnums=(0,),
+            )
+            for k in {1, int(config.train.get("steps_per_call", 1))}
+        }
         loop = _Loop(config, workdir, mesh, tuple(system.batch_keys), manager, data_iter)
-        return loop.run(step_fn, state, train_iter, schedule, total)
+        return loop.run(step_fns, state, train_iter, schedule, total)
     finally:
         if owned:
             manager.close()
@@ -420,8 +460,17 @@ class _Loop:
         self.config, self.workdir, self.mesh, self.keys = config, workdir, mesh, keys
         self.manager, self.data_iter = manager, data_iter
 
-    def run(self, step_fn, state, train_iter, schedule, total: int):
+    def _call(self, step_fns, state, train_iter, k: int):
+        """``k`` updates in one call (``train.steps_per_call``; single steps at the end)."""
+        if k == 1:
+            return step_fns[1](state, global_batch(next(train_iter), self.mesh, self.keys))
+        batches = [next(train_iter) for _ in range(k)]
+        return step_fns[k](state, stacked_batches(batches, self.mesh, self.keys))
+
+    def run(self, step_fns, state, train_iter, schedule, total: int):
+        """Calls until ``total`` steps; logs and saves when a call passes their intervals."""
         tcfg = self.config.train
+        per_call = max(step_fns)
         start = int(jax.device_get(state.step))
         ckpt_cfg = self.config.to_dict()
         writer = MetricWriter(self.workdir, tensorboard=tcfg.get("tensorboard", True))
@@ -429,17 +478,18 @@ class _Loop:
         logger = _Logger(writer, schedule, bar, self.manager)
         preempt = _Preemption(self.mesh)
         try:
-            for step in range(start, total):
-                batch = global_batch(next(train_iter), self.mesh, self.keys)
-                state, metrics = step_fn(state, batch)
+            done = start
+            while done < total:
+                k = per_call if total - done >= per_call else 1
+                state, metrics = self._call(step_fns, state, train_iter, k)
                 logger.pending.append(metrics)
-                done = step + 1
-                if done % tcfg.log_every_steps == 0 or done == total:
-                    logger.flush(step, done)
+                done += k
+                if _crossed(done, k, tcfg.log_every_steps) or done == total:
+                    logger.flush(done - 1, done)
                 if bar is not None:
-                    bar.update(1)
+                    bar.update(k)
                 stop = preempt.should_stop()
-                if done % tcfg.checkpoint_every_steps == 0 or done == total or stop:
+                if _crossed(done, k, tcfg.checkpoint_every_steps) or done == total or stop:
                     checkpointing.save(
                         self.manager, done, state, config=ckpt_cfg, data_iter=self.data_iter,
                         force=True,

@@ -34,6 +34,7 @@ RESUMABLE_KEYS = (
     "train.log_every_steps",
     "train.checkpoint_every_steps",
     "train.tensorboard",
+    "train.steps_per_call",
     "data.data_dir",
     "data.manual_dir",
     "data.worker_count",

@@ -236,3 +236,22 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_several_steps_per_call_make_the_same_updates(tiny_data_dir, tmp_path):
+    one = experiment.train_and_evaluate(
+        tiny_config(tiny_data_dir, **{"train.num_steps": 7}),
+        str(tmp_path / "one"),
+        evaluate_after=False,
+    )["state"]
+    three = experiment.train_and_evaluate(
+        tiny_config(tiny_data_dir, **{"train.num_steps": 7, "train.steps_per_call": 3}),
+        str(tmp_path / "three"),
+        evaluate_after=False,
+    )["state"]
+    assert int(three.step) == 7  # two calls of 3, then one single step
+    for a, b in zip(_leaves(one), _leaves(three), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    logged = (tmp_path / "three" / "metrics.jsonl").read_text().splitlines()
+    # Logged when a call passes a multiple of log_every_steps (2) and at the end.
+    assert [json.loads(line)["step"] for line in logged] == [3, 6, 7]
