@@ -18,7 +18,7 @@ VENV="$(mktemp -d)/venv"
 grep -v '^#' constraints.txt | sort -f > "$VENV/../pinned.txt"
 echo "check_latest_deps: newest allowed versions that differ from constraints.txt:"
 diff "$VENV/../pinned.txt" "$VENV/../latest.txt" | grep '^[<>]' | sed 's/^</  pinned/; s/^>/  newest/' || echo "  (none)"
-"$VENV/bin/python" -m pytest -n 2 -q
+"$VENV/bin/python" -m pytest -n 2 -q -m "not slow" && "$VENV/bin/python" -m pytest -n 2 -q -m slow
 if [ "$UPDATE" = 1 ]; then
   { sed -n '1,2p' constraints.txt; cat "$VENV/../latest.txt"; } > constraints.txt.new
   mv constraints.txt.new constraints.txt

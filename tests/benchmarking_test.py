@@ -245,6 +245,7 @@ def test_train_compile_only_runs_no_step():
     assert "no step was run" in md and md.splitlines()[-1].count("n/a") == 7  # no timing columns
 
 
+@pytest.mark.slow
 def test_train_fsdp_splits_the_state_over_devices():
     kw = dict(denoiser="gcndiff_tiny", batches=[16], repeats=1, warmup=0, compiler_options=FAST)
     rep = benchmark.run_train_benchmark("diffpose_frame", devices=8, **kw)
@@ -325,6 +326,7 @@ def tiny_data_dir(tmp_path_factory):
     return str(d)
 
 
+@pytest.mark.slow
 def test_workdir_d3dp_mpjpe_equals_launch_evaluate(tiny_data_dir, tmp_path):
     from launch import experiment
 
@@ -352,6 +354,7 @@ def test_workdir_d3dp_mpjpe_equals_launch_evaluate(tiny_data_dir, tmp_path):
         benchmark.run_benchmark(workdir=run, frames=27)
 
 
+@pytest.mark.slow
 def test_workdir_gcn_mpjpe_equals_launch_evaluate(tiny_data_dir, tmp_path):
     from configs import diffpose_frame_h36m
     from launch import convert as convert_cli

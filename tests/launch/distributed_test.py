@@ -152,6 +152,7 @@ def _flags(config_overrides: dict) -> list[str]:
 
 
 @pytest.mark.multiprocess
+@pytest.mark.slow
 def test_four_process_recipe_run_matches_one_process(tiny_data_dir, tmp_path):
     # tiny_config as --config.* flags, so the recipe runs the real launch.train entry point.
     overrides = {

@@ -19,6 +19,7 @@ def _leaves(state):
     return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_writes_protocol_tables(tiny_data_dir, tmp_path):
     config = tiny_config(tiny_data_dir, **{"eval.plots": True})
     out = experiment.train_and_evaluate(config, str(tmp_path / "run"))
@@ -42,6 +43,7 @@ def test_train_then_evaluate_writes_protocol_tables(tiny_data_dir, tmp_path):
     assert again["mpjpe_mm"] == pytest.approx(results["mpjpe_mm"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_resume_is_bitwise_equal_to_uninterrupted(tiny_data_dir, tmp_path):
     full = experiment.train_and_evaluate(
         tiny_config(tiny_data_dir, **{"train.num_steps": 6}),
@@ -64,6 +66,7 @@ def test_resume_is_bitwise_equal_to_uninterrupted(tiny_data_dir, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one(tiny_data_dir, tmp_path):
     assert jax.device_count() == 8
     one = experiment.train_and_evaluate(
@@ -84,6 +87,7 @@ def test_eight_devices_match_one(tiny_data_dir, tmp_path):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_fsdp_matches_replicated_and_evaluates(tiny_data_dir, tmp_path, capsys):
     rep = experiment.train_and_evaluate(
         tiny_config(tiny_data_dir, **{"mesh.num_devices": 8}),
@@ -129,6 +133,7 @@ def test_fsdp_matches_replicated_and_evaluates(tiny_data_dir, tmp_path, capsys):
     assert any(not x.sharding.is_fully_replicated for x in jax.tree.leaves(more.params))
 
 
+@pytest.mark.slow
 def test_loss_falls_on_a_fixed_batch(tiny_data_dir, tmp_path):
     config = tiny_config(tiny_data_dir, **{"train.num_steps": 40, "train.log_every_steps": 1})
     config.optim.lr = 3e-3
@@ -158,6 +163,7 @@ def test_loss_falls_on_a_fixed_batch(tiny_data_dir, tmp_path):
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_names_the_step(tiny_data_dir, tmp_path):
     config = tiny_config(tiny_data_dir)
     system = experiment.make_system(config)
@@ -180,6 +186,7 @@ def test_non_finite_loss_stops_and_names_the_step(tiny_data_dir, tmp_path):
 
 
 @pytest.mark.multiprocess
+@pytest.mark.slow
 def test_two_process_distributed_run_matches_one_process(tiny_data_dir, tmp_path):
     single = experiment.train_and_evaluate(
         tiny_config(tiny_data_dir, **{"mesh.num_devices": 2}),

@@ -94,6 +94,7 @@ def test_unknown_config_field_names_the_flag_and_the_fields():
 # -- Paths ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_relative_workdir_and_data_dir_train_and_evaluate(tiny_data_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     os.symlink(tiny_data_dir, tmp_path / "tfds")
@@ -215,6 +216,7 @@ def _largest_array_file(step_dir):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "zero", "metadata"])
+@pytest.mark.slow
 def test_damaged_newest_checkpoint_falls_back_to_older(
     trained_run, tiny_data_dir, tmp_path, damage, capsys
 ):

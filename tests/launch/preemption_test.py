@@ -18,6 +18,7 @@ from pose_jax.training import checkpointing
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_restorable_checkpoint_and_resume_matches(tiny_data_dir, tmp_path):
     workdir = tmp_path / "preempted"
     env = dict(
@@ -133,6 +134,7 @@ def _recipe(tiny_data_dir: str, workdir, steps: int, log_every: int) -> list[str
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the workers through /proc")
 @pytest.mark.multiprocess
+@pytest.mark.slow
 def test_sigterm_to_one_of_four_processes_stops_all_at_one_step(tiny_data_dir, tmp_path):
     # A TPU VM under maintenance gets SIGTERM alone: the other workers must stop at the
     # same step and join the same checkpoint save, or the job hangs in a collective.

@@ -246,6 +246,7 @@ def _runlocal(module, data_dir, lifter_path, **eval_overrides):
 
 
 @pytest.mark.parametrize("module", [diffpose_frame_h36m, mmdiff_h36m], ids=["frame", "mmdiff"])
+@pytest.mark.slow
 def test_train_and_evaluate_on_synthetic_tiny(module, tiny_data_dir, reference_lifter, tmp_path):
     c = _runlocal(module, tiny_data_dir, reference_lifter)
     out = experiment.train_and_evaluate(c, str(tmp_path / "run"))

@@ -64,6 +64,7 @@ def test_h36m_actions_match_the_data_pipeline():
     assert tuple(PIPELINE_ACTIONS) == H36M_ACTIONS
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_on_synthetic_data(tmp_path, monkeypatch):
     """``launch.experiment.train_and_evaluate`` with the runlocal reference config."""
     from data_pipelines.build import build
