@@ -414,6 +414,8 @@ def train(
       steps_per_epoch: global updates per epoch (drives the per-epoch lr decay).
       init_batch: one batch (shapes only matter) to initialise the parameters.
       checkpoint_data: save (and restore) ``train_iter``'s position with the state.
+        ``config.train.steps_per_call`` (default 1) updates run per jitted call
+        (:func:`train_step.make_multi_step`); the last ones, fewer than that, one by one.
       manager: the run's checkpoint manager when the caller opened it already
         (:func:`open_checkpoints`, same ``checkpoint_data``); it stays open. By
         default the loop opens and closes its own.
