@@ -35,6 +35,9 @@ RESUMABLE_KEYS = (
     "train.checkpoint_every_steps",
     "train.tensorboard",
     "train.steps_per_call",
+    # bf16 or float32 compute: the weights, optimizer state and loss stay float32, so a
+    # run (also one saved before the key existed) may continue in the other precision.
+    "train.compute_dtype",
     "data.data_dir",
     "data.manual_dir",
     "data.worker_count",
