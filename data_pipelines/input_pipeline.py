@@ -564,7 +564,9 @@ def make_eval_windows(
       * ``reference_weight [N, F]`` float32 ones: the reference's accounting,
         ``N * F`` frames per sequence, overlap and padding counted;
       * ``mask [N, F]`` bool: each real frame exactly once (``mask.sum() == num_frames``),
-        for exact per-frame metrics (AND it with ``valid`` for 3DHP);
+        for exact per-frame metrics (AND it with ``valid`` for 3DHP), taking a frame
+        two windows cover from the first; ``reference_mask [N, F]`` bool: the same
+        frames taken from the last window (as D3DP's 3DHP evaluation merges them);
       * ``intrinsics [9]``, ``res_w``, ``res_h``, ``action`` (class index into
         ``H36M_ACTIONS``, -1 if none or not one of the 15), ``action_name`` (with the take
         suffix), ``action_class_name`` (the class, also for classes outside the 15),
