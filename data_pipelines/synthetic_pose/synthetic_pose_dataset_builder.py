@@ -190,6 +190,10 @@ def generate_subject(config: SyntheticConfig, subject: str) -> list[dict[str, An
     return out
 
 
+# The small motion set of ``tiny`` and ``tiny_coco``.
+_TINY = {"kinds": ("walk", "sit"), "takes": 1, "min_frames": 40, "max_frames": 80}
+
+
 class Builder(common.PoseBuilder):
     """Synthetic Human3.6M-like sequences; see the module docstring."""
 
@@ -209,10 +213,7 @@ class Builder(common.PoseBuilder):
         ),
         SyntheticConfig(
             name="tiny",
-            kinds=("walk", "sit"),
-            takes=1,
-            min_frames=40,
-            max_frames=80,
+            **_TINY,
             description="2 motions x 1 take x 4 cameras x 40-80 frames per subject, for tests.",
         ),
         SyntheticConfig(
@@ -220,16 +221,9 @@ class Builder(common.PoseBuilder):
             keypoints="coco",
             description="As 'default' with COCO-17 2D (a COCO-17-input model's data).",
         ),
-        SyntheticConfig(
-            name="tiny_coco",
-            kinds=("walk", "sit"),
-            takes=1,
-            min_frames=40,
-            max_frames=80,
-            keypoints="coco",
-            description="As 'tiny' with COCO-17 2D, for tests.",
-        ),
-    ]
+        SyntheticConfig(name="tiny_coco", **_TINY, keypoints="coco",
+                        description="As 'tiny' with COCO-17 2D, for tests."),
+    ]  # fmt: skip
     DEFAULT_CONFIG_NAME = "default"
 
     def _info(self) -> tfds.core.DatasetInfo:
