@@ -143,18 +143,19 @@ def lift_main() -> list:
     size = _numbers(_IMAGE_SIZE.value, "image_size", int)
     intrinsics = _numbers(_INTRINSICS.value, "intrinsics")
 
-    def read(target: str) -> list:
-        return lift.read_keypoints(
-            _INPUT.value, _LAYOUT.value, track=_TRACK.value, threshold=_THRESHOLD.value,
-            target=target,
-        )  # fmt: skip
+    people = lift.select_tracks(
+        lift.read_tracks(_INPUT.value, _LAYOUT.value), _TRACK.value, source=_INPUT.value
+    )  # the file is read once; each person is converted to the model's layout below
 
-    tracks = read("h36m")
+    def prepare(target: str) -> list:
+        return [lift.prepare(t, threshold=_THRESHOLD.value, target=target) for t in people]
+
+    tracks = prepare("h36m")
     for kp in tracks:  # before the model is built: bad sizes fail fast
         lift.lifter.check_image_size(kp, size)
     lifter = _make_lifter()
     if lifter.keypoints != "h36m":  # e.g. a COCO-input model: its own layout
-        tracks = read(lifter.keypoints)
+        tracks = prepare(lifter.keypoints)
     results = []
     for kp in tracks:
         start = time.perf_counter()

@@ -46,10 +46,7 @@ class Skeleton:
     @property
     def flip_permutation(self) -> np.ndarray:
         """``perm`` such that ``x[..., perm, :]`` swaps left and right joints."""
-        perm = np.arange(self.num_joints)
-        perm[list(self.joints_left)] = self.joints_right
-        perm[list(self.joints_right)] = self.joints_left
-        return perm
+        return swap_permutation(self.num_joints, self.joints_left, self.joints_right)
 
     def adjacency(self, self_loops: bool = False) -> np.ndarray:
         """Symmetric 0/1 adjacency ``[J, J]`` (float32) from :attr:`edges`."""
@@ -64,6 +61,22 @@ class Skeleton:
         """Index of a joint by name."""
         _checks.check_choice(f"Skeleton[{self.name}].index", "joint", joint_name, self.joint_names)
         return self.joint_names.index(joint_name)
+
+
+def swap_permutation(num_joints: int, left, right) -> np.ndarray:
+    """``perm`` with ``x[..., perm, :]`` exchanging the paired ``left``/``right`` joints."""
+    perm = np.arange(num_joints)
+    perm[list(left)] = right
+    perm[list(right)] = left
+    return perm
+
+
+def averaging_matrix(sources, num_source: int) -> np.ndarray:
+    """``[len(sources), num_source]`` float64: row k averages the source joints ``sources[k]``."""
+    m = np.zeros((len(sources), num_source), np.float64)
+    for k, idx in enumerate(sources):
+        m[k, list(idx)] = 1.0 / len(idx)
+    return m
 
 
 def _edges_from_parents(parents: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
@@ -272,10 +285,10 @@ def keypoints_to_h36m(x, layout: str):
     if sk.name != "coco":
         raise ValueError(f"keypoints_to_h36m: no conversion from {sk.name!r}; expected 'coco'.")
     _checks.check_trailing("keypoints_to_h36m", "x", x, (17, None))
-    m = np.zeros((17, 17), np.float32)
-    for k, idx in enumerate(COCO_TO_H36M):
-        m[k, list(idx)] = 1.0 / len(idx)
-    return (m @ x).astype(x.dtype) if isinstance(x, np.ndarray) else m @ x
+    m = averaging_matrix(COCO_TO_H36M, 17)
+    if isinstance(x, np.ndarray):
+        return (m @ x).astype(x.dtype)
+    return m.astype(np.float32) @ x
 
 
 def available_skeletons() -> tuple[str, ...]:

@@ -79,10 +79,7 @@ class Keypoints:
 
     def xy_h36m(self) -> np.ndarray:
         """``[T, 17, 2]`` pixels in Human3.6M-17 (``xy`` converted when the target is COCO)."""
-        if self.target == "h36m":
-            return self.xy
-        m = layouts_lib.get_layout(self.target).to_h36m
-        return np.einsum("kj,tjc->tkc", m, self.xy).astype(np.float32)
+        return skeleton_lib.keypoints_to_h36m(self.xy, self.target)
 
     def missing_report(self) -> dict[str, Any]:
         """Which joints were interpolated on which frames (source frame numbers, ranges)."""

@@ -50,14 +50,6 @@ from pose_jax.lift.errors import KeypointLayoutError
 NUM_H36M = 17
 
 
-def _matrix(sources: tuple[tuple[int, ...], ...], num_source: int) -> np.ndarray:
-    """``[17, num_source]``: row k averages the source joints of Human3.6M joint k."""
-    m = np.zeros((NUM_H36M, num_source), np.float64)
-    for k, idx in enumerate(sources):
-        m[k, list(idx)] = 1.0 / len(idx)
-    return m
-
-
 @dataclasses.dataclass(frozen=True)
 class Layout:
     """A source keypoint layout.
@@ -85,7 +77,7 @@ class Layout:
     @property
     def to_h36m(self) -> np.ndarray:
         """``[17, J]`` averaging matrix: ``h36m = to_h36m @ source``."""
-        return _matrix(self.sources, self.num_joints)
+        return skeleton_lib.averaging_matrix(self.sources, self.num_joints)
 
     def target_sources(self, target: str) -> tuple[tuple[int, ...], ...]:
         """Per joint of ``target`` (``'h36m'`` or ``'coco'``), the source joints averaged."""
@@ -104,15 +96,12 @@ class Layout:
 
     def matrix(self, target: str) -> np.ndarray:
         """``[17, J]`` averaging matrix to ``target``: ``out = matrix(target) @ source``."""
-        return _matrix(self.target_sources(target), self.num_joints)
+        return skeleton_lib.averaging_matrix(self.target_sources(target), self.num_joints)
 
     @property
     def flip_permutation(self) -> np.ndarray:
         """``perm`` with ``x[..., perm, :]`` swapping left and right joints (source order)."""
-        perm = np.arange(self.num_joints)
-        perm[list(self.joints_left)] = self.joints_right
-        perm[list(self.joints_right)] = self.joints_left
-        return perm
+        return skeleton_lib.swap_permutation(self.num_joints, self.joints_left, self.joints_right)
 
 
 # fmt: off
@@ -121,8 +110,6 @@ _COCO_NAMES = (
     "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip",
     "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
 )
-_COCO_LEFT = (1, 3, 5, 7, 9, 11, 13, 15)
-_COCO_RIGHT = (2, 4, 6, 8, 10, 12, 14, 16)
 _COCO_SOURCES = skeleton_lib.COCO_TO_H36M
 _HALPE_EXTRA = (
     "head", "neck", "hip", "left_big_toe", "right_big_toe", "left_small_toe",
@@ -143,6 +130,7 @@ _BODY25_SOURCES = (
     (8,), (9,), (10,), (11,), (12,), (13,), (14,), (1, 8), (1,), (0,), (15, 16),
     (5,), (6,), (7,), (2,), (3,), (4,),
 )
+_COCO_LEFT, _COCO_RIGHT = skeleton_lib.COCO.joints_left, skeleton_lib.COCO.joints_right
 # COCO-17 from BODY_25 by part name: nose, eyes, ears, shoulders, elbows, wrists, hips,
 # knees, ankles (OpenPose doc/02_output.md names both orders).
 _BODY25_TO_COCO = (0, 16, 15, 18, 17, 5, 2, 6, 3, 7, 4, 12, 9, 13, 10, 14, 11)
