@@ -67,3 +67,17 @@ def test_state_shardings_rejects_unknown_mode():
     mesh = sharding.make_mesh(2)
     with pytest.raises(ValueError, match=r"mesh\.param_sharding"):
         sharding.state_shardings({"w": jnp.ones(3)}, mesh, "zero2")
+
+
+def test_put_passes_placed_leaves_through_and_places_the_rest():
+    mesh = sharding.make_mesh()
+    rep = sharding.replicated(mesh)
+    placed = jax.device_put(jnp.arange(3.0), rep)
+    tree = {"placed": placed, "host": np.ones((2,), np.float32), "none": None}
+    out = sharding.put(tree, rep)
+    assert out["placed"] is placed  # no copy, no transfer
+    assert out["none"] is None
+    assert isinstance(out["host"], jax.Array) and out["host"].sharding == rep
+    np.testing.assert_array_equal(np.asarray(out["host"]), tree["host"])
+    key = sharding.put(jax.random.key(0), rep)
+    assert sharding.put(key, rep) is key
