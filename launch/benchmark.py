@@ -168,6 +168,11 @@ _LOOP_WARMUP = flags.DEFINE_integer(
 _LOOP_STEPS_PER_CALL = flags.DEFINE_integer(
     "steps_per_call", None, "Loop mode: config train.steps_per_call (default: the config's)."
 )
+_LOOP_SET = flags.DEFINE_list(
+    "loop_set",
+    None,
+    "Loop mode: config fields as block.field=value, e.g. model.drop_path_rate=0.1.",
+)
 _OUT = flags.DEFINE_string("out", None, "Directory for benchmark.json / benchmark.md.")
 
 
@@ -191,13 +196,34 @@ def _loop_report(batches) -> dict:
     overrides = {"data.batch_size": batches[0] if batches else None}
     overrides.update({"data.num_frames": _FRAMES.value, "model.name": _DENOISER.value})
     overrides["train.steps_per_call"] = _LOOP_STEPS_PER_CALL.value
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides.update(_loop_settings(_LOOP_CONFIG.value, _LOOP_SET.value))
     return run_loop_benchmark(
         _LOOP_CONFIG.value,
         steps=_LOOP_STEPS.value,
         warmup=_LOOP_WARMUP.value,
-        overrides={k: v for k, v in overrides.items() if v is not None},
+        overrides=overrides,
         step_repeats=_REPEATS.value,
+        model_kwargs=common.parse_model_kwargs(_MODEL_KWARGS.value),
     )
+
+
+def _loop_settings(spec: str, entries: list[str] | None) -> dict:
+    """``--loop_set`` as ``{'block.field': value}``; each must name a field of the config."""
+    from launch.benchmarks.loop import load_experiment_config
+
+    settings = common.parse_model_kwargs(entries, flag="loop_set")
+    if not settings:
+        return {}
+    config = load_experiment_config(spec)
+    for key in settings:
+        block, _, field = key.partition(".")
+        if not field or "." in field or block not in config or field not in config[block]:
+            raise app.UsageError(
+                f"--loop_set entry {key!r}: expected block.field=value naming a field of "
+                f"{spec} (blocks: {sorted(config.keys())})."
+            )
+    return settings
 
 
 def main(argv):

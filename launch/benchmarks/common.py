@@ -243,7 +243,7 @@ def load_config(
     return config
 
 
-def parse_model_kwargs(entries: Sequence[str] | None) -> dict[str, Any]:
+def parse_model_kwargs(entries: Sequence[str] | None, flag: str = "model_kwargs") -> dict[str, Any]:
     """``['remat=block', 'depth=4']`` -> ``{'remat': 'block', 'depth': 4}`` (ints, floats kept)."""
     out: dict[str, Any] = {}
     for entry in entries or ():
@@ -251,7 +251,7 @@ def parse_model_kwargs(entries: Sequence[str] | None) -> dict[str, Any]:
         if not sep or not key:
             from absl import app
 
-            raise app.UsageError(f"--model_kwargs entry {entry!r}: expected key=value.")
+            raise app.UsageError(f"--{flag} entry {entry!r}: expected key=value.")
         value: Any = text
         for cast in (int, float):
             try:

@@ -49,8 +49,13 @@ def run_loop_benchmark(
     log_every: int = 50,
     overrides: dict[str, Any] | None = None,
     step_repeats: int = 100,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> dict:
-    """Times ``steps`` loop steps after ``warmup`` (a multiple of ``log_every``); the report."""
+    """Times ``steps`` loop steps after ``warmup`` (a multiple of ``log_every``); the report.
+
+    ``overrides``: config fields ``{'block.field': value}``; ``model_kwargs``: entries of
+    ``config.model.kwargs`` (e.g. ``{'num_heads': 8}``).
+    """
     import jax
 
     from launch import experiment
@@ -68,6 +73,7 @@ def run_loop_benchmark(
         "train.tensorboard": False,
     }
     config = load_experiment_config(spec, {**(overrides or {}), **settings})
+    common.set_model_kwargs(config, model_kwargs)
     config_checks.check_train_config(
         config, num_devices=jax.device_count(), num_processes=jax.process_count()
     )
@@ -93,6 +99,7 @@ def run_loop_benchmark(
         profile="none (launch.train's settings)",
         config=spec,
         overrides={k: v for k, v in (overrides or {}).items()},
+        model_kwargs=model_kwargs or None,
         model=config.model.name,
         batch=int(config.data.batch_size),
         frames=int(config.data.num_frames),

@@ -143,8 +143,8 @@ class MixSTEDenoiser(nn.Module):
         module docstring; default :class:`~pose_jax.models.layers.TorchDense`).
       spatial_block: block factory of ``spatial_<i>`` (default :func:`transformer_block`).
       temporal_block: block factory of ``temporal_<i>`` (default :func:`transformer_block`).
-      remat: what each spatial/temporal block keeps for the backward pass
-        (:data:`~pose_jax.models.layers.REMAT_POLICIES`: 'none', 'block',
+      remat: what each spatial/temporal block and the norm after it keep for the
+        backward pass (:data:`~pose_jax.models.layers.REMAT_POLICIES`: 'none', 'block',
         'dots_saveable'); the parameters and the maths do not change.
       attention_impl: how the blocks' attention is computed
         (:data:`~pose_jax.models.layers.ATTENTION_IMPLEMENTATIONS`), given to every
@@ -258,7 +258,7 @@ class MixSTEDenoiser(nn.Module):
             # Spatial attention over joints: [N*F, J, C].
             x = x.reshape(n * f, j, c)
             x = self._run_block("spatial", i, float(rates[i]), x, deterministic)
-            x = spatial_norm(x).reshape(n, f, j, c)
+            x = layers.call_block(spatial_norm, x, remat=self.remat).reshape(n, f, j, c)
             if i == 0:
                 x = self.after_first_spatial(x, emb, cond, deterministic=deterministic)
                 x = x + temporal_pos[:, :f]
@@ -266,7 +266,8 @@ class MixSTEDenoiser(nn.Module):
             # Temporal attention over frames: [N*J, F, C].
             x = x.transpose(0, 2, 1, 3).reshape(n * j, f, c)
             x = self._run_block("temporal", i, float(rates[i]), x, deterministic)
-            x = temporal_norm(x).reshape(n, j, f, c).transpose(0, 2, 1, 3)
+            x = layers.call_block(temporal_norm, x, remat=self.remat)
+            x = x.reshape(n, j, f, c).transpose(0, 2, 1, 3)
 
         x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="head_norm")(x)
         out = layers.TorchDense(self.out_dim, dtype=self.dtype, name="head")(x)

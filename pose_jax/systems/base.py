@@ -13,12 +13,13 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import numpy as np
 
 from pose_jax import skeleton as skeleton_lib
+from pose_jax import xla_options
 from pose_jax.errors import ConfigError
 
 Array = jax.Array
@@ -119,10 +120,13 @@ class System(abc.ABC):
       keypoints: the 2D input's joint layout: the skeleton's own, or ``'coco'`` for a
         family that takes COCO-17 input (D3DP and FinePOSE; flip test-time augmentation
         then mirrors the 2D with COCO's left/right lists and the 3D with the skeleton's).
+      sampler_compiler_options: the XLA options of the family's samplers per platform
+        (``{'cpu': {...}}``, :mod:`pose_jax.xla_options`); default none.
     """
 
     skeleton: str
     keypoints: str
+    sampler_compiler_options: ClassVar[xla_options.PlatformOptions] = {}
 
     @classmethod
     @abc.abstractmethod
@@ -193,6 +197,12 @@ class System(abc.ABC):
     def single_frame(self) -> bool:
         """Whether training batches are single frames ``[B, J, ...]`` instead of clips."""
         return False
+
+    def sampler_options(
+        self, platform: str, given: Mapping[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """XLA options of a sampler on ``platform``: the family's, updated with ``given``."""
+        return xla_options.resolve(self.sampler_compiler_options, platform, given)
 
     # -- Optional steps: the defaults are what a system without them does. ----------
 

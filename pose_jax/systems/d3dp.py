@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pose_jax import diffusion
+from pose_jax import diffusion, xla_options
 from pose_jax import skeleton as skeleton_lib
 from pose_jax.models import ModelFns, get_model, make_model_fns
 from pose_jax.systems.base import (
@@ -53,6 +53,11 @@ class D3DPSystem(System):
     clip: float = 1.1
     skeleton: str = "h36m"
     keypoints: str = "h36m"
+    # MixSTE's sampler runs faster with Eigen's dots than in XLA:CPU's YNNPACK fusions
+    # (1.2-1.3x, BENCHMARKS.md); its training step does not (it keeps XLA's defaults).
+    sampler_compiler_options: ClassVar[xla_options.PlatformOptions] = {
+        "cpu": xla_options.NO_YNN_FUSIONS
+    }
 
     @classmethod
     def from_config(
@@ -131,7 +136,8 @@ class D3DPSystem(System):
         for metres; :meth:`sample_poses` does). Flip TTA mirrors only ``pose_2d``;
         other cond entries (FinePOSE's prompt features) pass through unchanged; the 2D
         is mirrored in its own layout (:attr:`keypoints`), the state in the skeleton's.
-        ``compiler_options``: XLA options of the jit path (``diffusion.make_sampler``).
+        ``compiler_options``: XLA options of the jit path (``diffusion.make_sampler``),
+        on top of the family's for the mesh's platform (:meth:`sampler_options`).
         """
         flip = diffusion.make_flip_fn(self.keypoints)
 
@@ -156,7 +162,7 @@ class D3DPSystem(System):
             cond_flip_fn=cond_flip_fn,
             skeleton=self.skeleton,
             mesh=mesh,
-            compiler_options=compiler_options,
+            compiler_options=self.sampler_options(xla_options.platform_of(mesh), compiler_options),
         )
 
     def make_eval_sample_fn(self, eval_config: Any, params: Any, *, num_frames: int):
