@@ -26,8 +26,9 @@ def get_config(arg: str | None = None):
     c.train.log_every_steps = 50
     c.train.checkpoint_every_steps = 500
     # Ten updates per jitted call (the same updates): on a 2-core CPU the loop runs
-    # 1.8x faster than one update per call (BENCHMARKS.md, training loop).
-    c.train.steps_per_call = 10
+    # 1.8x faster than one update per call (BENCHMARKS.md, training loop). The
+    # 20-step ``runlocal`` smoke run keeps one per call.
+    c.train.steps_per_call = 1 if args.runlocal else 10
     c.eval.num_hypotheses = 3
     c.eval.num_iterations = 3
     c.eval.batch_size = 16

@@ -262,3 +262,16 @@ def test_several_steps_per_call_make_the_same_updates(tiny_data_dir, tmp_path):
     logged = (tmp_path / "three" / "metrics.jsonl").read_text().splitlines()
     # Logged when a call passes a multiple of log_every_steps (2) and at the end.
     assert [json.loads(line)["step"] for line in logged] == [3, 6, 7]
+
+
+def test_quickstart_runs_ten_updates_per_call_and_its_smoke_form_one():
+    from configs import quickstart
+    from pose_jax.training import config_checks
+
+    full, smoke = quickstart.get_config(), quickstart.get_config("runlocal")
+    assert (full.train.steps_per_call, smoke.train.steps_per_call) == (10, 1)
+    # every logging and checkpoint interval and the run's length are whole calls
+    for every in (full.train.log_every_steps, full.train.checkpoint_every_steps):
+        assert every % full.train.steps_per_call == 0
+    assert full.train.num_steps % full.train.steps_per_call == 0
+    config_checks.check_train_config(full, num_devices=1, num_processes=1)
