@@ -21,6 +21,9 @@ import jax
 import numpy as np
 
 PlatformOptions = Mapping[str, Mapping[str, Any]]
+# ``(max_rows, {platform: options})``: the options of calls of at most ``max_rows``
+# inputs per device, where a platform has an entry.
+SmallBatchOptions = tuple[int, PlatformOptions]
 
 # XLA:CPU compiles dots (and the elementwise work around them) into YNNPACK fusions
 # by default; the empty value turns those fusions off, leaving Eigen's dot kernels.
@@ -45,6 +48,19 @@ def resolve(
     options = {k: v for k, v in (by_platform.get(platform) or {}).items() if is_known(k, v)}
     options.update(given or {})
     return options or None
+
+
+def resolve_small_batch(
+    rule: SmallBatchOptions | None, platform: str, given: Mapping[str, Any] | None = None
+) -> tuple[int, dict[str, Any]] | None:
+    """``(max_rows, options)`` of a small-batch rule on ``platform`` (``given`` added), or None.
+
+    None when there is no rule or it has no entry for ``platform``.
+    """
+    if rule is None or platform not in rule[1]:
+        return None
+    max_rows, by_platform = rule
+    return int(max_rows), resolve(by_platform, platform, given) or {}
 
 
 def is_known(name: str, value: Any) -> bool:

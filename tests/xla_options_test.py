@@ -80,3 +80,28 @@ def test_mixste_outputs_do_not_depend_on_the_ynn_option():
     ]
     assert float(jnp.max(jnp.abs(outs[0]))) > 1e-3
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+
+
+def test_small_batch_rule_resolution():
+    level1 = {"xla_backend_optimization_level": 1}
+    rule = (8, {"cpu": level1})
+    assert xla_options.resolve_small_batch(rule, "cpu") == (8, level1)
+    assert xla_options.resolve_small_batch(rule, "cpu", FAST) == (8, FAST)
+    assert xla_options.resolve_small_batch(rule, "gpu", FAST) is None
+    assert xla_options.resolve_small_batch(None, "cpu", FAST) is None
+
+
+def test_gcn_samplers_turn_ynn_off_for_small_calls_only():
+    from configs import diffpose_frame_h36m
+    from pose_jax.systems import diffpose
+
+    c = diffpose_frame_h36m.get_config("runlocal")
+    system = get_system(c.system).from_config(c)
+    spec = SamplerSpec(num_hypotheses=1, num_iterations=1, eta=0.0, num_timesteps=12)
+    sampler = system.make_sampler(spec, compiler_options=FAST)
+    assert sampler.compiler_options == FAST
+    assert sampler.small_batch_options == (
+        diffpose.SMALL_BATCH_ROWS,
+        {**xla_options.NO_YNN_FUSIONS, **FAST},
+    )
+    assert _d3dp().make_sampler(SamplerSpec(num_frames=9)).small_batch_options is None

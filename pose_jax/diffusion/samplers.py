@@ -326,6 +326,7 @@ class Sampler:
     cond_flip_fn: CondFlipFn | None
     mesh: Mesh
     compiler_options: Mapping[str, Any] | None = None
+    small_batch_options: tuple[int, Mapping[str, Any]] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "_jit_cache", {})
@@ -531,17 +532,22 @@ class Sampler:
         """Replicates ``params`` over the sampler's mesh (do it once, outside the loop)."""
         return sharding_lib.put(params, sharding_lib.replicated(self.mesh))
 
-    def _jitted(self):
-        if "fn" not in self._jit_cache:
+    def _is_small(self, size: int) -> bool:
+        """Whether a call of ``size`` (padded) inputs uses :attr:`small_batch_options`."""
+        rule = self.small_batch_options
+        return rule is not None and size // self.mesh.size <= rule[0]
+
+    def _jitted(self, small: bool = False):
+        name = "small" if small else "fn"
+        if name not in self._jit_cache:
             out = sharding_lib.batch_sharding(self.mesh)
-            self._jit_cache["fn"] = jax.jit(
+            options = self.small_batch_options[1] if small else self.compiler_options
+            self._jit_cache[name] = jax.jit(
                 self._core,
                 out_shardings=SampleOutput(x0_steps=out, x=out),
-                compiler_options=None
-                if self.compiler_options is None
-                else dict(self.compiler_options),
+                compiler_options=None if options is None else dict(options),
             )
-        return self._jit_cache["fn"]
+        return self._jit_cache[name]
 
     def __call__(self, params, cond, key, x_init=None, *, step_noise=None) -> SampleOutput:
         """The jit path; see the class docstring."""
@@ -555,7 +561,7 @@ class Sampler:
             (*batched, np.arange(size, dtype=np.int32)), batch_sh
         )
         params, key = sharding_lib.put((params, key), rep)
-        out = self._jitted()(params, cond_p, key, x_p, z_p, ids)
+        out = self._jitted(self._is_small(size))(params, cond_p, key, x_p, z_p, ids)
         return out if size == B else jax.tree.map(lambda a: a[:B], out)
 
     def pmap(
@@ -651,6 +657,7 @@ def make_sampler(
     skeleton: str | skeleton_lib.Skeleton = "h36m",
     mesh: Mesh | None = None,
     compiler_options: Mapping[str, Any] | None = None,
+    small_batch_options: tuple[int, Mapping[str, Any]] | None = None,
 ) -> Sampler:
     """Builds a :class:`Sampler`.
 
@@ -679,6 +686,9 @@ def make_sampler(
       compiler_options: XLA options for the jit path, e.g.
         ``{'xla_backend_optimization_level': 0}`` compiles several times faster on
         CPU at some run-time cost (the test suite uses it). Not applied to ``pmap``.
+      small_batch_options: ``(max_rows, options)``: calls of at most ``max_rows``
+        inputs per device compile with ``options`` instead (a second program; on
+        XLA:CPU per-op overheads, not arithmetic, bound tiny calls). Jit path only.
 
     Returns:
       A :class:`Sampler`.
@@ -715,4 +725,20 @@ def make_sampler(
         cond_flip_fn=cond_flip_fn,
         mesh=sharding_lib.make_mesh() if mesh is None else mesh,
         compiler_options=None if compiler_options is None else dict(compiler_options),
+        small_batch_options=_check_small_batch(fn, small_batch_options),
     )
+
+
+def _check_small_batch(fn: str, rule) -> tuple[int, dict[str, Any]] | None:
+    if rule is None:
+        return None
+    try:
+        max_rows, options = rule
+        max_rows, options = int(max_rows), dict(options)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{fn}: small_batch_options={rule!r}; expected (max_rows, options dict)."
+        ) from None
+    if max_rows < 1:
+        raise ValueError(f"{fn}: small_batch_options max_rows={max_rows}; expected >= 1.")
+    return max_rows, options

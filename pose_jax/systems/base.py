@@ -122,11 +122,14 @@ class System(abc.ABC):
         then mirrors the 2D with COCO's left/right lists and the 3D with the skeleton's).
       sampler_compiler_options: the XLA options of the family's samplers per platform
         (``{'cpu': {...}}``, :mod:`pose_jax.xla_options`); default none.
+      small_batch_sampler_options: ``(max_rows, {platform: options})``: the options of
+        sampler calls of at most ``max_rows`` inputs per device instead; default none.
     """
 
     skeleton: str
     keypoints: str
     sampler_compiler_options: ClassVar[xla_options.PlatformOptions] = {}
+    small_batch_sampler_options: ClassVar[xla_options.SmallBatchOptions | None] = None
 
     @classmethod
     @abc.abstractmethod
@@ -203,6 +206,12 @@ class System(abc.ABC):
     ) -> dict[str, Any] | None:
         """XLA options of a sampler on ``platform``: the family's, updated with ``given``."""
         return xla_options.resolve(self.sampler_compiler_options, platform, given)
+
+    def small_batch_options(
+        self, platform: str, given: Mapping[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]] | None:
+        """``(max_rows, options)`` of small sampler calls on ``platform``, or None."""
+        return xla_options.resolve_small_batch(self.small_batch_sampler_options, platform, given)
 
     # -- Optional steps: the defaults are what a system without them does. ----------
 

@@ -35,14 +35,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pose_jax import _checks, camera, diffusion
+from pose_jax import _checks, camera, diffusion, xla_options
 from pose_jax import skeleton as skeleton_lib
 from pose_jax.models import ModelFns, gcn, get_model, make_model_fns
 from pose_jax.systems.base import (
@@ -183,6 +183,10 @@ def _check_params_like(fn: str, what: str, params: Any, expected: Any) -> None:
 # ---------------------------------------------------------------------------
 
 
+# Sampler calls of at most this many poses per device count as small (see the class).
+SMALL_BATCH_ROWS = 4
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class DiffPoseSystem(System):
     """Training and refinement sampling of DiffPose / monoMotionDiff.
@@ -222,6 +226,13 @@ class DiffPoseSystem(System):
     reroot_init: bool = True
     initializer_params: Any = None
     skeleton: str = "h36m"
+    # A call of a few poses is ~300 tiny ops: XLA:CPU's YNNPACK fusions cost more per op
+    # than Eigen's dots there (monoMotionDiff, one pose: 4.4 -> 2.8 ms), while at 16-256 poses
+    # they make both refiners faster (BENCHMARKS.md). So only small calls turn them off.
+    small_batch_sampler_options: ClassVar[xla_options.SmallBatchOptions] = (
+        SMALL_BATCH_ROWS,
+        {"cpu": xla_options.NO_YNN_FUSIONS},
+    )
 
     def __post_init__(self):
         fn = "DiffPoseSystem"
@@ -453,6 +464,7 @@ class DiffPoseSystem(System):
                 "refinement starts below) is None; expected an integer (config.eval.num_timesteps)."
             )
         grid = diffusion.make_time_grid("diffpose", spec.num_timesteps, spec.num_iterations)
+        platform = xla_options.platform_of(mesh)
         return diffusion.make_sampler(
             self.denoise,
             self.schedule,
@@ -466,7 +478,8 @@ class DiffPoseSystem(System):
             flip_fn=diffusion.make_flip_fn(self.skeleton, negate_channels=(0, 2)),
             skeleton=self.skeleton,
             mesh=mesh,
-            compiler_options=compiler_options,
+            compiler_options=self.sampler_options(platform, compiler_options),
+            small_batch_options=self.small_batch_options(platform, compiler_options),
         )
 
     def denoise(self, params: Any, x_t: Array, t: Array, cond: Mapping[str, Array]) -> Array:
