@@ -672,42 +672,30 @@ def test_bad_input_errors(tanh_denoiser):
 # ---------------------------------------------------------------------------
 
 
-def test_small_calls_compile_with_the_small_batch_options():
-    # An option XLA refuses makes the program that uses it observable: calls of at most
-    # two inputs must compile with it (and fail), larger ones without it.
-    bad = {"xla_pose_jax_no_such_option": True}
-    smp = samplers.make_sampler(
+def _small_rule_sampler(rule, mesh=ONE_DEVICE):
+    return samplers.make_sampler(
         _optimal_denoiser("x0"),
         COSINE,
         schedules.make_time_grid("d3dp", 1000, 2),
         event_shape=(3,),
-        mesh=ONE_DEVICE,
+        mesh=mesh,
         compiler_options=FAST,
-        small_batch_options=(2, bad),
+        small_batch_options=rule,
     )
+
+
+def test_small_calls_compile_with_the_small_batch_options():
+    # An option XLA refuses makes the program that uses it observable: calls of at most
+    # two inputs must compile with it (and fail), larger ones without it.
+    smp = _small_rule_sampler((2, {"xla_pose_jax_no_such_option": True}))
     params, key = _gaussian_params(COSINE), jax.random.key(0)
     big = smp(params, {"id": jnp.zeros((3, 1))}, key)
     assert big.x.shape == (3, 1, 3)
     with pytest.raises(Exception, match="xla_pose_jax_no_such_option"):
         smp(params, {"id": jnp.zeros((2, 1))}, key)
-    same = samplers.make_sampler(
-        _optimal_denoiser("x0"),
-        COSINE,
-        schedules.make_time_grid("d3dp", 1000, 2),
-        event_shape=(3,),
-        mesh=ONE_DEVICE,
-        compiler_options=FAST,
-        small_batch_options=(2, FAST),
-    )
     # the small program computes the same numbers (row 0 draws the same noise at any B)
-    small = same(params, {"id": jnp.zeros((1, 1))}, key)
+    small = _small_rule_sampler((2, FAST))(params, {"id": jnp.zeros((1, 1))}, key)
     np.testing.assert_allclose(small.x, big.x[:1], rtol=1e-6, atol=1e-6)
     for rule, says in (((0, FAST), "max_rows=0"), ((2,), "expected \\(max_rows"), (5, "expected")):
         with pytest.raises(ValueError, match=says):
-            samplers.make_sampler(
-                _optimal_denoiser("x0"),
-                COSINE,
-                schedules.make_time_grid("d3dp", 1000, 2),
-                event_shape=(3,),
-                small_batch_options=rule,
-            )
+            _small_rule_sampler(rule, mesh=None)
