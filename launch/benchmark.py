@@ -197,7 +197,7 @@ def _loop_report(batches) -> dict:
     overrides.update({"data.num_frames": _FRAMES.value, "model.name": _DENOISER.value})
     overrides["train.steps_per_call"] = _LOOP_STEPS_PER_CALL.value
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    overrides.update(_loop_settings(_LOOP_CONFIG.value, _LOOP_SET.value))
+    overrides.update(common.parse_model_kwargs(_LOOP_SET.value, flag="loop_set"))
     return run_loop_benchmark(
         _LOOP_CONFIG.value,
         steps=_LOOP_STEPS.value,
@@ -206,24 +206,6 @@ def _loop_report(batches) -> dict:
         step_repeats=_REPEATS.value,
         model_kwargs=common.parse_model_kwargs(_MODEL_KWARGS.value),
     )
-
-
-def _loop_settings(spec: str, entries: list[str] | None) -> dict:
-    """``--loop_set`` as ``{'block.field': value}``; each must name a field of the config."""
-    from launch.benchmarks.loop import load_experiment_config
-
-    settings = common.parse_model_kwargs(entries, flag="loop_set")
-    if not settings:
-        return {}
-    config = load_experiment_config(spec)
-    for key in settings:
-        block, _, field = key.partition(".")
-        if not field or "." in field or block not in config or field not in config[block]:
-            raise app.UsageError(
-                f"--loop_set entry {key!r}: expected block.field=value naming a field of "
-                f"{spec} (blocks: {sorted(config.keys())})."
-            )
-    return settings
 
 
 def main(argv):

@@ -443,23 +443,30 @@ def _gemm_text(gemm: Mapping[str, Any] | None) -> str:
 
 @contextlib.contextmanager
 def cpu_redirect(torch):
-    """Runs reference code that hard-codes CUDA on the CPU (``.cuda()``, ``device='cuda'``)."""
-    randn, randn_like, cuda = torch.randn, torch.randn_like, torch.Tensor.cuda
+    """Runs reference code that hard-codes CUDA on the CPU (``.cuda()``, ``device='cuda'``).
 
-    def _randn(*size, **kwargs):
-        kwargs.pop("device", None)
-        return randn(*size, **kwargs)
+    Covers the sampling noise (``randn``, ``randn_like``) and the training timesteps
+    (``randint``) the references draw with ``device='cuda'``.
+    """
+    drawn = {name: getattr(torch, name) for name in ("randn", "randn_like", "randint")}
+    cuda = torch.Tensor.cuda
 
-    def _randn_like(x, **kwargs):
-        kwargs.pop("device", None)
-        return randn_like(x, **kwargs)
+    def on_cpu(draw):
+        def _draw(*args, **kwargs):
+            kwargs.pop("device", None)
+            return draw(*args, **kwargs)
 
-    torch.randn, torch.randn_like = _randn, _randn_like
+        return _draw
+
+    for name, draw in drawn.items():
+        setattr(torch, name, on_cpu(draw))
     torch.Tensor.cuda = lambda self, *a, **k: self
     try:
         yield
     finally:
-        torch.randn, torch.randn_like, torch.Tensor.cuda = randn, randn_like, cuda
+        for name, draw in drawn.items():
+            setattr(torch, name, draw)
+        torch.Tensor.cuda = cuda
 
 
 def _install_lib2to3_stand_in() -> None:

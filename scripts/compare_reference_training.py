@@ -115,7 +115,6 @@ def training_sequences(config):
 def reference_trainer(root: str, config, poses_3d, poses_2d):
     """``step()``: one reference training step on the next batch of its generator."""
     torch = speed.require_torch()
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import record_d3dp_fixtures as d3dp_rec
 
     d3dp_rec._install_timm_stand_in()
@@ -149,7 +148,7 @@ def reference_trainer(root: str, config, poses_3d, poses_2d):
         inputs_2d = torch.from_numpy(batch_2d.astype("float32"))
         inputs_3d[:, :, 0] = 0
         optimizer.zero_grad()
-        with _cpu_redirect(torch):
+        with speed.cpu_redirect(torch):
             pred = model(inputs_2d, inputs_3d)
         per_frame = torch.mean(torch.norm(pred - inputs_3d, dim=-1), dim=-1)
         per_frame.backward(per_frame.clone().detach())
@@ -167,28 +166,6 @@ def _model_size(config) -> tuple[int, int]:
 
     module = models.get_model(config.model.name, **base.model_kwargs(config))
     return int(module.embed_dim), int(module.depth)
-
-
-def _cpu_redirect(torch):
-    """``speed.cpu_redirect`` plus ``torch.randint(..., device='cuda')`` (the training noise)."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def both():
-        randint = torch.randint
-
-        def _randint(*args, **kwargs):
-            kwargs.pop("device", None)
-            return randint(*args, **kwargs)
-
-        torch.randint = _randint
-        try:
-            with speed.cpu_redirect(torch):
-                yield
-        finally:
-            torch.randint = randint
-
-    return both()
 
 
 def time_reference(step, warmup: int, steps: int) -> dict:

@@ -34,6 +34,13 @@ def load_experiment_config(spec: str, overrides: dict[str, Any] | None = None):
         raise app.UsageError(f"--loop_config={spec!r}; expected configs/NAME.py[:ARG].")
     module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
     config = module.get_config(arg or None)
+    for key in overrides or {}:
+        block, _, field = key.partition(".")
+        if not field or "." in field or block not in config or field not in config[block]:
+            raise app.UsageError(
+                f"Config setting {key!r}: expected block.field naming a field of {spec} "
+                f"(blocks: {sorted(config.keys())})."
+            )
     with config.unlocked():
         for key, value in (overrides or {}).items():
             block, field = key.split(".")

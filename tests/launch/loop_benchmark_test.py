@@ -39,3 +39,16 @@ def test_loop_mode_times_the_loop_and_the_bare_step(tiny_data_dir):
     assert report["loop_steps_per_s"] > 0 and report["step_steps_per_s"] > 0
     assert math.isfinite(report["final_loss"]) and report["step_minor_faults"] >= 0
     assert "| 8 | 9 | float32 | 1 | 8 |" in loop_bench.loop_markdown(report)
+
+
+@pytest.mark.parametrize("key", ["train.no_such_field", "nosuchblock.lr", "train", "a.b.c"])
+def test_settings_that_name_no_config_field_are_refused(key):
+    with pytest.raises(app.UsageError, match=rf"Config setting '{key}': expected block\.field"):
+        loop_bench.load_experiment_config("configs/quickstart.py", {key: 1})
+
+
+def test_settings_set_existing_fields():
+    config = loop_bench.load_experiment_config(
+        "configs/quickstart.py", {"train.steps_per_call": 3, "data.num_frames": 9}
+    )
+    assert config.train.steps_per_call == 3 and config.data.num_frames == 9
