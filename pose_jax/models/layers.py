@@ -33,6 +33,8 @@ import jax.numpy as jnp
 from pose_jax.errors import ConfigError
 
 Array = jax.Array
+# ``(scale, shift)`` of an input affine ``x * scale + shift`` (a LayerNorm's parameters).
+Affine = tuple[Array, Array]
 
 # How softmax(q k^T / sqrt(d)) v is computed. 'auto', 'xla', 'cudnn':
 # ``jax.nn.dot_product_attention`` with ``implementation=`` None (JAX's choice; XLA in
@@ -73,19 +75,74 @@ class TorchDense(nn.Module):
     bias_init: Callable | None = None
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, input_affine: Affine | None = None) -> Array:
+        """``x @ kernel + bias``; with ``input_affine = (scale, shift)``, of ``x * scale + shift``.
+
+        The affine (a :class:`FoldedLayerNorm`'s parameters) is folded into the kernel and
+        bias, so the scaled input is never formed: ``x @ (scale[:, None] * kernel) +
+        (shift @ kernel + bias)``.
+        """
         fan_in = x.shape[-1]
         kernel = self.param(
             "kernel", self.kernel_init or torch_kernel_init(), (fan_in, self.features), jnp.float32
         )
-        dtype = self.dtype or jnp.result_type(x, jnp.float32)
-        y = jnp.dot(x.astype(dtype), kernel.astype(dtype))
-        if self.use_bias:
-            bias = self.param(
+        bias = (
+            self.param(
                 "bias", self.bias_init or torch_bias_init(fan_in), (self.features,), jnp.float32
             )
+            if self.use_bias
+            else None
+        )
+        if input_affine is not None:
+            kernel, bias = fold_affine(kernel, bias, input_affine)
+        dtype = self.dtype or jnp.result_type(x, jnp.float32)
+        y = jnp.dot(x.astype(dtype), kernel.astype(dtype))
+        if bias is not None:
             y = y + bias.astype(dtype)
         return y
+
+
+def fold_affine(kernel: Array, bias: Array | None, affine: Affine) -> tuple[Array, Array]:
+    """The kernel and bias of ``(x * scale + shift) @ kernel + bias`` as one projection of ``x``.
+
+    ``kernel [in, out]``, ``bias [out]`` or None, ``affine = (scale [in], shift [in])``;
+    computed in float32 at full precision (the shift's product is a [in] x [in, out] one).
+    """
+    scale, shift = affine
+    if scale.shape != (kernel.shape[0],) or shift.shape != (kernel.shape[0],):
+        raise ValueError(
+            f"fold_affine: the affine's scale {scale.shape} and shift {shift.shape} must be "
+            f"[{kernel.shape[0]}], the kernel's input width."
+        )
+    folded_bias = jnp.dot(shift, kernel, precision=jax.lax.Precision.HIGHEST)
+    if bias is not None:
+        folded_bias = folded_bias + bias
+    return kernel * scale[:, None], folded_bias
+
+
+class FoldedLayerNorm(nn.Module):
+    """``nn.LayerNorm`` that hands its scale and bias on instead of applying them.
+
+    Returns ``(x_hat, (scale, bias))``: ``x_hat`` normalised over the last axis (no
+    affine, in ``dtype``), for a following :class:`TorchDense` to take as
+    ``input_affine`` and fold into its kernel. Parameters ``scale`` and ``bias``, as
+    ``nn.LayerNorm``'s (so checkpoints and converters see the same tree); the result
+    equals ``Dense(LayerNorm(x))`` up to float rounding, without the ``[..., C]``
+    multiply by the scale (on XLA:CPU a materialised broadcast per call).
+    """
+
+    epsilon: float = 1e-6
+    dtype: jnp.dtype | None = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> tuple[Array, Affine]:
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+        x_hat = nn.LayerNorm(
+            epsilon=self.epsilon, use_scale=False, use_bias=False, dtype=self.dtype, name="stats"
+        )(x)
+        return x_hat, (scale, bias)
 
 
 def gelu(x: Array) -> Array:
@@ -165,6 +222,9 @@ def dot_product_attention(
     function of the probabilities ``[N, H, T, S]``) needs ``'einsum'``.
     """
     check_attention_implementation("dot_product_attention", implementation)
+    # Scaling q ([N, T, H, d]) rather than the logits ([N, H, T, S]): on XLA:CPU the
+    # logits' multiply is a materialised broadcast, here it fuses into q's slice.
+    q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
     if implementation != "einsum":
         if dropout is not None:
             raise ValueError(
@@ -172,8 +232,8 @@ def dot_product_attention(
                 f"got {implementation!r}."
             )
         impl = None if implementation == "auto" else implementation
-        return jax.nn.dot_product_attention(q, k, v, implementation=impl).astype(v.dtype)
-    logits = jnp.einsum("nqhd,nkhd->nhqk", q, k) * (q.shape[-1] ** -0.5)
+        return jax.nn.dot_product_attention(q, k, v, scale=1.0, implementation=impl).astype(v.dtype)
+    logits = jnp.einsum("nqhd,nkhd->nhqk", q, k)
     attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
     if dropout is not None:
         attn = dropout(attn)
@@ -207,10 +267,15 @@ class SelfAttention(nn.Module):
     implementation: str = "auto"
 
     @nn.compact
-    def __call__(self, x: Array, *, deterministic: bool) -> Array:
+    def __call__(
+        self, x: Array, *, deterministic: bool, input_affine: Affine | None = None
+    ) -> Array:
+        """``input_affine``: an affine of ``x`` folded into ``qkv`` (see :class:`TorchDense`)."""
         n, length, c = x.shape
         hd = c // self.num_heads
-        qkv = TorchDense(3 * c, use_bias=self.qkv_bias, dtype=self.dtype, name="qkv")(x)
+        qkv = TorchDense(3 * c, use_bias=self.qkv_bias, dtype=self.dtype, name="qkv")(
+            x, input_affine
+        )
         qkv = qkv.reshape(n, length, 3, self.num_heads, hd)
         dropout = attention_dropout(self.attn_dropout, deterministic)
         impl = "einsum" if dropout is not None and self.implementation == "auto" else None
@@ -232,9 +297,12 @@ class Mlp(nn.Module):
     dtype: jnp.dtype | None = None
 
     @nn.compact
-    def __call__(self, x: Array, *, deterministic: bool) -> Array:
+    def __call__(
+        self, x: Array, *, deterministic: bool, input_affine: Affine | None = None
+    ) -> Array:
+        """``input_affine``: an affine of ``x`` folded into ``fc1`` (see :class:`TorchDense`)."""
         out_dim = x.shape[-1]
-        h = gelu(TorchDense(self.hidden, dtype=self.dtype, name="fc1")(x))
+        h = gelu(TorchDense(self.hidden, dtype=self.dtype, name="fc1")(x, input_affine))
         h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
         h = TorchDense(out_dim, dtype=self.dtype, name="fc2")(h)
         return nn.Dropout(self.dropout)(h, deterministic=deterministic)
@@ -248,6 +316,11 @@ class TransformerBlock(nn.Module):
     and the module as ``attn(h, deterministic=)`` on ``[B, L, C]``. ``attn_ln_eps``:
     ``norm1``'s epsilon when it differs from ``norm2``'s ``ln_eps`` (KTPFormer's prior
     blocks: 1e-5 and 1e-6); None: ``ln_eps``.
+
+    ``norm2``'s scale and bias are folded into ``mlp.fc1`` (:class:`FoldedLayerNorm`);
+    ``fold_attn_norm=True`` folds ``norm1``'s into the attention too, which is then
+    called as ``attn(h_hat, deterministic=, input_affine=(scale, bias))`` (as
+    :class:`SelfAttention` takes it). Same parameters and maths either way.
     """
 
     num_heads: int
@@ -260,24 +333,30 @@ class TransformerBlock(nn.Module):
     dtype: jnp.dtype | None = None
     attention: Callable[..., nn.Module] = SelfAttention
     attn_ln_eps: float | None = None
+    fold_attn_norm: bool = False
 
     @nn.compact
     def __call__(self, x: Array, *, deterministic: bool) -> Array:
         c = x.shape[-1]
         dp = DropPath(self.drop_path, name="drop_path")
         eps = self.ln_eps if self.attn_ln_eps is None else self.attn_ln_eps
-        h = nn.LayerNorm(epsilon=eps, dtype=self.dtype, name="norm1")(x)
-        h = self.attention(
+        attn = self.attention(
             num_heads=self.num_heads,
             qkv_bias=self.qkv_bias,
             attn_dropout=self.attn_dropout,
             dtype=self.dtype,
             name="attn",
-        )(h, deterministic=deterministic)
+        )
+        if self.fold_attn_norm:
+            h, affine = FoldedLayerNorm(eps, self.dtype, name="norm1")(x)
+            h = attn(h, deterministic=deterministic, input_affine=affine)
+        else:
+            h = nn.LayerNorm(epsilon=eps, dtype=self.dtype, name="norm1")(x)
+            h = attn(h, deterministic=deterministic)
         x = x + dp(h, deterministic=deterministic)
-        h = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm2")(x)
+        h, affine = FoldedLayerNorm(self.ln_eps, self.dtype, name="norm2")(x)
         h = Mlp(int(c * self.mlp_ratio), self.dropout, dtype=self.dtype, name="mlp")(
-            h, deterministic=deterministic
+            h, deterministic=deterministic, input_affine=affine
         )
         return x + dp(h, deterministic=deterministic)
 

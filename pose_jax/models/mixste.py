@@ -81,11 +81,15 @@ def transformer_block(
     (the shared hyper-parameters, ``name``, and e.g. ``attention=`` or
     ``attn_ln_eps=`` bound with ``functools.partial``) are its fields.
     ``attention_impl`` is the implementation of the default attention
-    (:class:`~pose_jax.models.layers.SelfAttention`); a bound ``attention`` ignores it.
+    (:class:`~pose_jax.models.layers.SelfAttention`, into which ``norm1`` is folded:
+    ``fold_attn_norm``); a bound ``attention`` ignores it and is called unfolded unless
+    ``fold_attn_norm=True`` is bound with it.
     """
     del kind, stage, depth, num_tokens
-    attention = functools.partial(layers.SelfAttention, implementation=attention_impl)
-    return layers.TransformerBlock(**{"attention": attention, **hparams})
+    if "attention" not in hparams:
+        attention = functools.partial(layers.SelfAttention, implementation=attention_impl)
+        hparams = {"attention": attention, "fold_attn_norm": True, **hparams}
+    return layers.TransformerBlock(**hparams)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,8 +273,8 @@ class MixSTEDenoiser(nn.Module):
             x = layers.call_block(temporal_norm, x, remat=self.remat)
             x = x.reshape(n, j, f, c).transpose(0, 2, 1, 3)
 
-        x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="head_norm")(x)
-        out = layers.TorchDense(self.out_dim, dtype=self.dtype, name="head")(x)
+        x, affine = layers.FoldedLayerNorm(1e-5, self.dtype, name="head_norm")(x)
+        out = layers.TorchDense(self.out_dim, dtype=self.dtype, name="head")(x, affine)
         return out.astype(jnp.float32)
 
     # -- Hooks for conditioned variants (FinePOSE). D3DP's own are no-ops without
