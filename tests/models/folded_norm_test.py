@@ -23,12 +23,13 @@ class _Folded(nn.Module):
         return layers.TorchDense(12, name="dense")(h, affine)
 
 
-def _random_affine(params, key):
+def _random_affine(params, key, name="norm"):
+    """``params`` with the LayerNorm ``name``'s scale and bias away from 1 and 0."""
     k1, k2 = jax.random.split(key)
-    norm = params["norm"]
+    norm = params[name]
     return {
         **params,
-        "norm": {
+        name: {
             "scale": 1.0 + 0.5 * jax.random.normal(k1, norm["scale"].shape),
             "bias": 0.3 * jax.random.normal(k2, norm["bias"].shape),
         },
@@ -58,10 +59,9 @@ def test_transformer_block_folds_norm1_only_when_told():
     assert jax.tree.structure(params) == jax.tree.structure(
         folded.init(jax.random.key(1), x, deterministic=True)["params"]
     )
-    params = {
-        **params,
-        "norm1": {"scale": params["norm1"]["scale"] * 1.7, "bias": params["norm1"]["bias"] + 0.2},
-    }
+    params = _random_affine(
+        _random_affine(params, jax.random.key(2), "norm1"), jax.random.key(3), "norm2"
+    )
     np.testing.assert_allclose(
         folded.apply({"params": params}, x, deterministic=True),
         plain.apply({"params": params}, x, deterministic=True),
