@@ -98,6 +98,10 @@ def d3dp_base() -> ml_collections.ConfigDict:
     # Updates per jitted call (a lax.scan over that many batches): the same updates with
     # one dispatch, transfer and allocation of XLA's temporaries per call.
     c.train.steps_per_call = 1
+    # Samples per device in one chunk of an update (gradients summed over the chunks):
+    # the same gradient with a smaller working set, for CPUs whose caches then hold it.
+    # 0: the whole batch at once; models with BatchNorm need 0.
+    c.train.microbatch_size = 0
 
     c.eval = ml_collections.ConfigDict()
     c.eval.num_hypotheses = 5

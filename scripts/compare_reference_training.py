@@ -13,13 +13,14 @@ pose_jax's side is ``python -m launch.benchmark --mode=loop`` (the real
 ``pose_jax.training.loop.train`` with its grain input pipeline, logging and
 checkpoint checks) in its own process on the same config, with the model set to the
 reference's heads and drop-path so both do the same work, once per
-``--steps_per_call`` value. The sides alternate ``--rounds`` times (reference, pose_jax
+``--steps_per_call`` and ``--microbatch_size`` value (default: the config's size).
+The sides alternate ``--rounds`` times (reference, pose_jax
 ..., reference, ...); each side reports steps/s over ``--steps`` steps after
 ``--warmup`` untimed ones, and CPU time per step. Run it on an idle machine::
 
   python scripts/compare_reference_training.py --reference_dir=/src/D3DP
   python scripts/compare_reference_training.py --reference_dir=/src/D3DP \
-      --steps_per_call=1,10 --rounds=3 --out=/tmp/compare_training
+      --steps_per_call=1,10 --microbatch_size=0,4 --rounds=3 --out=/tmp/compare_training
 
 Needs ``torch``, ``einops`` and ``scipy`` in the same Python as pose_jax.
 """
@@ -56,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup", type=int, default=50, help="Untimed steps first (multiple of 50).")
     ap.add_argument("--rounds", type=int, default=2, help="Alternations of the two sides.")
     ap.add_argument("--steps_per_call", default="1,10", help="pose_jax train.steps_per_call list.")
+    ap.add_argument(
+        "--microbatch_size", default="",
+        help="pose_jax train.microbatch_size list (default: the config's), e.g. 0,4.",
+    )  # fmt: skip
     ap.add_argument("--torch_threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", default=None, help="Directory for the JSON and markdown reports.")
     return ap
@@ -75,6 +80,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error(f"--steps_per_call={args.steps_per_call!r}; expected integers, e.g. 1,10.")
     if not args.steps_per_call or min(args.steps_per_call) < 1:
         ap.error(f"--steps_per_call={args.steps_per_call}; expected positive integers.")
+    try:
+        args.microbatch_size = [int(m) for m in args.microbatch_size.split(",") if m]
+    except ValueError:
+        ap.error(f"--microbatch_size={args.microbatch_size!r}; expected integers, e.g. 0,4.")
+    if args.microbatch_size and min(args.microbatch_size) < 0:
+        ap.error(f"--microbatch_size={args.microbatch_size}; expected integers >= 0.")
     args.reference_dir = check_reference_dir(args.reference_dir)
     return args
 
@@ -184,7 +195,7 @@ def time_reference(step, warmup: int, steps: int) -> dict:
     }
 
 
-def time_pose_jax(args, k: int) -> dict:
+def time_pose_jax(args, k: int, microbatch_size: int) -> dict:
     """One ``launch.benchmark --mode=loop`` process; its report's numbers."""
     with tempfile.TemporaryDirectory(prefix="pose_jax_train_compare_") as out:
         cmd = [
@@ -192,7 +203,9 @@ def time_pose_jax(args, k: int) -> dict:
             f"--loop_config={args.config}", f"--loop_steps={args.steps}",
             f"--loop_warmup={args.warmup}", f"--steps_per_call={k}", "--repeats=20",
             f"--model_kwargs=num_heads={REFERENCE_HEADS}",
-            f"--loop_set=model.drop_path_rate={REFERENCE_DROP_PATH}", f"--out={out}",
+            f"--loop_set=model.drop_path_rate={REFERENCE_DROP_PATH},"
+            f"train.microbatch_size={microbatch_size}",
+            f"--out={out}",
         ]  # fmt: skip
         load = speed._loadavg1()
         done = subprocess.run(cmd, cwd=_REPO_ROOT, capture_output=True, text=True)
@@ -223,15 +236,21 @@ def run(args, log=print) -> dict:
     poses_3d, poses_2d = training_sequences(config)
     step = reference_trainer(args.reference_dir, config, poses_3d, poses_2d)
     sides: dict[str, list[dict]] = {"reference": []}
-    sides.update({f"pose_jax, steps_per_call={k}": [] for k in args.steps_per_call})
+    sizes = args.microbatch_size or [int(config.train.get("microbatch_size", 0))]
+    variants = {
+        f"pose_jax, steps_per_call={k}, microbatch_size={m}": (k, m)
+        for k in args.steps_per_call
+        for m in sizes
+    }
+    sides.update({label: [] for label in variants})
     for r in range(args.rounds):
         warmup = args.warmup if r == 0 else 0
         sides["reference"].append(time_reference(step, warmup, args.steps))
         log(f"round {r + 1}: reference {sides['reference'][-1]['steps_per_s']:.2f} steps/s")
-        for k in args.steps_per_call:
-            row = time_pose_jax(args, k)
-            sides[f"pose_jax, steps_per_call={k}"].append(row)
-            log(f"round {r + 1}: pose_jax k={k} {row['steps_per_s']:.2f} steps/s")
+        for label, (k, m) in variants.items():
+            row = time_pose_jax(args, k, m)
+            sides[label].append(row)
+            log(f"round {r + 1}: {label}: {row['steps_per_s']:.2f} steps/s")
     summary = summarise(sides)
     return {
         "config": args.config,

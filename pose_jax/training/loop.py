@@ -24,6 +24,7 @@ from etils import epath
 
 from pose_jax import model_state
 from pose_jax import sharding as sharding_lib
+from pose_jax.errors import ConfigError
 from pose_jax.training import checkpointing, optimizers, train_state, train_step
 
 
@@ -247,12 +248,14 @@ def compute_system(config: Any, system: Any) -> Any:
 
 def make_train_step_from_config(config: Any, system: Any, optimizer):
     """The (unjitted) update :func:`train` runs: ``config.optim``'s EMA and gradient mode,
-    computing in ``config.train.compute_dtype`` (:func:`compute_system`)."""
+    computing in ``config.train.compute_dtype`` (:func:`compute_system`) over
+    :func:`microbatches_from_config` chunks of the batch."""
     return train_step.make_train_step(
         compute_system(config, system).loss_fn,
         optimizer,
         ema_decay=config.optim.get("ema_decay") or None,
         gradient_mode=config.optim.gradient_mode,
+        microbatches=microbatches_from_config(config),
     )
 
 
@@ -272,6 +275,35 @@ def state_shardings_from_config(config: Any, init_state: Callable, mesh) -> tupl
     return abstract, shardings
 
 
+def microbatches_from_config(config: Any, num_devices: int | None = None) -> int:
+    """How many chunks an update computes its batch in: ``config.train.microbatch_size``.
+
+    The size caps the samples per device in one chunk (0 or unset: no chunking); the
+    count is the smallest divisor of each device's share of the batch whose chunks
+    are no larger (16 clips per device, size 4: 4 chunks; 2 clips per device: 1).
+    ``num_devices``: the mesh's (default ``config.mesh.num_devices``, else all).
+    """
+    size = int(config.train.get("microbatch_size", 0))
+    devices = num_devices or config.mesh.get("num_devices") or jax.device_count()
+    per_device = max(int(config.data.batch_size) // devices, 1)
+    if size <= 0 or size >= per_device:
+        return 1
+    divisors = (d for d in range(2, per_device + 1) if per_device % d == 0)
+    return next(d for d in divisors if per_device // d <= size)
+
+
+def _check_microbatches_fit(config: Any, params: Any, num_devices: int) -> None:
+    """Chunked updates need a model without running statistics (BatchNorm)."""
+    chunks = microbatches_from_config(config, num_devices)
+    if chunks > 1 and model_state.is_stateful(params):
+        raise ConfigError(
+            f"config.train.microbatch_size={config.train.microbatch_size} splits each update "
+            f"into {chunks} chunks, but {config.model.name} keeps BatchNorm running statistics, "
+            "whose batch statistics would be each chunk's instead of the batch's; expected 0 "
+            "for it."
+        )
+
+
 def _create_state(config: Any, system: Any, init_batch, optimizer, mesh):
     """``(state, its shardings)``: created directly in its final layout on ``mesh``.
 
@@ -280,6 +312,7 @@ def _create_state(config: Any, system: Any, init_batch, optimizer, mesh):
     """
     init_state = make_state_initializer(config, system, init_batch, optimizer)
     abstract, state_sharding = state_shardings_from_config(config, init_state, mesh)
+    _check_microbatches_fit(config, abstract.params, mesh.size)
     state = jax.jit(init_state, out_shardings=state_sharding)()
     if _is_main():
         weights, running = model_state.split(abstract.params)

@@ -29,6 +29,7 @@ def make_train_step(
     *,
     ema_decay: float | None = None,
     gradient_mode: str = "standard",
+    microbatches: int = 1,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """Builds ``train_step(state, batch) -> (state, metrics)`` (pure; jit it with donation).
 
@@ -39,6 +40,11 @@ def make_train_step(
       gradient_mode: ``'standard'`` or ``'loss_times_grad'``: D3DP/FinePOSE call
         ``loss.backward(loss.detach())``, i.e. the gradient is ``L * grad L``
         (D3DP main.py); this option reproduces it exactly.
+      microbatches: compute the batch's loss and gradient in this many equal chunks
+        (:func:`accumulated_value_and_grad`): the same gradient of the same batch, with
+        each chunk's working set a fraction of the batch's (on a CPU, whose caches then
+        hold it, the update is faster). The noise each chunk draws differs from the
+        whole batch's draw (``fold_in(rng, chunk)``); 1 (default) is the plain step.
 
     Returns:
       The update function. ``metrics`` holds ``loss``, ``grad_norm``, ``lr``-free
@@ -49,6 +55,8 @@ def make_train_step(
     the loss's training-mode forward pass recorded (unchanged when it recorded none).
     """
     _checks.check_choice("make_train_step", "gradient_mode", gradient_mode, GRADIENT_MODES)
+    if not isinstance(microbatches, int) or microbatches < 1:
+        raise ValueError(f"make_train_step: microbatches={microbatches!r}; expected an int >= 1.")
 
     def objective(weights, running, batch, rng):
         with model_state.collect() as recorded:
@@ -58,9 +66,15 @@ def make_train_step(
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         rng = jax.random.fold_in(state.rng, state.step)
         weights, running = model_state.split(state.params)
-        (loss, (aux, new_running)), grads = jax.value_and_grad(objective, has_aux=True)(
-            weights, running, batch, rng
-        )
+        if microbatches == 1:
+            (loss, (aux, new_running)), grads = jax.value_and_grad(objective, has_aux=True)(
+                weights, running, batch, rng
+            )
+        else:
+            loss, aux, grads = accumulated_value_and_grad(
+                objective, weights, running, batch, rng, microbatches
+            )
+            new_running = None
         if gradient_mode == "loss_times_grad":
             grads = jax.tree.map(lambda g: g * jax.lax.stop_gradient(loss), grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, weights)
@@ -79,6 +93,52 @@ def make_train_step(
         return new_state, metrics
 
     return train_step
+
+
+def accumulated_value_and_grad(
+    objective: Callable, weights: Any, running: Any, batch: dict, rng: jax.Array, chunks: int
+) -> tuple[jax.Array, dict, Any]:
+    """``(loss, aux, grads)`` of ``objective`` on ``batch`` as the mean over ``chunks`` equal parts.
+
+    ``objective(weights, running, batch, rng) -> (loss, (aux, recorded))`` with the loss a
+    mean over the batch's samples (every system's is), so the mean of the parts' losses
+    and gradients is the batch's. Part ``i`` holds samples ``i, i + chunks, ...`` (a
+    device's shard of the batch splits into its own parts, no data moves between
+    devices) and draws with ``fold_in(rng, i)``; a ``lax.scan`` over the parts sums the
+    gradients. Models with running statistics (BatchNorm) are refused: their batch
+    statistics would be the parts', not the batch's.
+    """
+    if running is not None:
+        raise ValueError(
+            f"make_train_step: microbatches={chunks}, but the model keeps running "
+            f"statistics ({sorted(running)}, BatchNorm), whose batch statistics would be "
+            "each chunk's, not the batch's; expected microbatches=1 for it."
+        )
+    sizes = {k: v.shape[0] for k, v in batch.items()}
+    if any(size % chunks for size in sizes.values()):
+        raise ValueError(
+            f"make_train_step: microbatches={chunks} must divide the batch; its leading "
+            f"sizes are {sizes}."
+        )
+    parts = jax.tree.map(
+        lambda a: jnp.swapaxes(a.reshape(a.shape[0] // chunks, chunks, *a.shape[1:]), 0, 1),
+        batch,
+    )
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+
+    def part(i, chunk):
+        (loss, (aux, _)), grads = grad_fn(weights, running, chunk, jax.random.fold_in(rng, i))
+        return loss, aux, grads
+
+    def add(total, xs):
+        return jax.tree.map(jnp.add, total, part(*xs)), None
+
+    first = jax.tree.map(lambda a: a[0], parts)
+    zeros = jax.tree.map(
+        lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(part, jnp.int32(0), first)
+    )
+    total, _ = jax.lax.scan(add, zeros, (jnp.arange(chunks, dtype=jnp.int32), parts))
+    return jax.tree.map(lambda x: x / chunks, total)
 
 
 def make_multi_step(

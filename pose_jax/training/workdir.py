@@ -35,6 +35,9 @@ RESUMABLE_KEYS = (
     "train.checkpoint_every_steps",
     "train.tensorboard",
     "train.steps_per_call",
+    # The same gradient of the same batch, computed in chunks (only the noise draws
+    # differ), so a run may continue with another value.
+    "train.microbatch_size",
     # bf16 or float32 compute: the weights, optimizer state and loss stay float32, so a
     # run (also one saved before the key existed) may continue in the other precision.
     "train.compute_dtype",

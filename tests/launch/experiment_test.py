@@ -270,6 +270,7 @@ def test_quickstart_runs_ten_updates_per_call_and_its_smoke_form_one():
 
     full, smoke = quickstart.get_config(), quickstart.get_config("runlocal")
     assert (full.train.steps_per_call, smoke.train.steps_per_call) == (10, 1)
+    assert (full.train.microbatch_size, smoke.train.microbatch_size) == (4, 0)
     # every logging and checkpoint interval and the run's length are whole calls
     for every in (full.train.log_every_steps, full.train.checkpoint_every_steps):
         assert every % full.train.steps_per_call == 0

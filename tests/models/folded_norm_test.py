@@ -72,3 +72,26 @@ def test_transformer_block_folds_norm1_only_when_told():
 def test_fold_affine_names_a_wrong_width():
     with pytest.raises(ValueError, match=r"fold_affine: .* must be \[4\]"):
         layers.fold_affine(jnp.ones((4, 3)), None, (jnp.ones(5), jnp.zeros(5)))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_normalize_matches_layernorm_and_its_autodiff_gradient(dtype):
+    """``layers.normalize``'s written-out backward pass against autodiff of nn.LayerNorm."""
+    k1, k2 = jax.random.split(jax.random.key(4))
+    x = (jax.random.normal(k1, (4, 6, 32)) * 3.0 + 2.0).astype(dtype)
+    w = jax.random.normal(k2, (32,))
+    plain = nn.LayerNorm(epsilon=1e-5, use_scale=False, use_bias=False, dtype=dtype)
+
+    def loss(norm):
+        return lambda x: jnp.sum(jnp.sin(norm(x).astype(jnp.float32)) * w)
+
+    ours, ref = loss(lambda x: layers.normalize(x, 1e-5)), loss(lambda x: plain.apply({}, x))
+    tol = 1e-5 if dtype == jnp.float32 else 3e-2
+    assert layers.normalize(x, 1e-5).dtype == dtype
+    np.testing.assert_allclose(ours(x), ref(x), rtol=tol)
+    g, g_ref = jax.grad(ours)(x), jax.grad(ref)(x)
+    assert g.dtype == dtype
+    scale = float(jnp.max(jnp.abs(g_ref.astype(jnp.float32))))
+    np.testing.assert_allclose(
+        np.asarray(g, np.float32), np.asarray(g_ref, np.float32), atol=tol * scale
+    )

@@ -26,11 +26,16 @@ def test_arguments_are_checked(tmp_path, capsys):
     root = _checkout(tmp_path)
     args = crt.parse_args([f"--reference_dir={root}", "--steps_per_call=1,10"])
     assert args.steps_per_call == [1, 10] and args.steps == 300 and args.reference_dir == root
+    assert args.microbatch_size == []  # the config's
+    both = crt.parse_args([f"--reference_dir={root}", "--microbatch_size=0,4"])
+    assert both.microbatch_size == [0, 4]
     for bad, says in (
         (["--steps=120"], "multiples of 50"),
         (["--rounds=0"], "--rounds=0"),
         (["--steps_per_call=1,x"], "expected integers"),
         (["--steps_per_call=0"], "positive integers"),
+        (["--microbatch_size=4,y"], "expected integers, e.g. 0,4"),
+        (["--microbatch_size=-1"], "integers >= 0"),
     ):
         with pytest.raises(SystemExit):
             crt.parse_args([f"--reference_dir={root}", *bad])
