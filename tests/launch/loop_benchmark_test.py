@@ -38,7 +38,8 @@ def test_loop_mode_times_the_loop_and_the_bare_step(tiny_data_dir):
     assert report["frames"] == 9 and report["batch"] == 8
     assert report["loop_steps_per_s"] > 0 and report["step_steps_per_s"] > 0
     assert math.isfinite(report["final_loss"]) and report["step_minor_faults"] >= 0
-    assert "| 8 | 9 | float32 | 1 | 8 |" in loop_bench.loop_markdown(report)
+    assert report["microbatch_size"] == 0
+    assert "| 8 | 9 | float32 | 1 | 0 | 8 |" in loop_bench.loop_markdown(report)
 
 
 @pytest.mark.parametrize("key", ["train.no_such_field", "nosuchblock.lr", "train", "a.b.c"])
