@@ -74,20 +74,24 @@ def parse_args(argv=None) -> argparse.Namespace:
             ap.error(f"--{name}={getattr(args, name)}; expected a positive integer.")
     if args.steps % 50 or args.warmup % 50:
         ap.error(f"--steps={args.steps}, --warmup={args.warmup}: expected multiples of 50.")
-    try:
-        args.steps_per_call = [int(k) for k in args.steps_per_call.split(",") if k]
-    except ValueError:
-        ap.error(f"--steps_per_call={args.steps_per_call!r}; expected integers, e.g. 1,10.")
-    if not args.steps_per_call or min(args.steps_per_call) < 1:
+    args.steps_per_call = _int_list(ap, "steps_per_call", args.steps_per_call, "1,10", low=1)
+    if not args.steps_per_call:
         ap.error(f"--steps_per_call={args.steps_per_call}; expected positive integers.")
-    try:
-        args.microbatch_size = [int(m) for m in args.microbatch_size.split(",") if m]
-    except ValueError:
-        ap.error(f"--microbatch_size={args.microbatch_size!r}; expected integers, e.g. 0,4.")
-    if args.microbatch_size and min(args.microbatch_size) < 0:
-        ap.error(f"--microbatch_size={args.microbatch_size}; expected integers >= 0.")
+    args.microbatch_size = _int_list(ap, "microbatch_size", args.microbatch_size, "0,4", low=0)
     args.reference_dir = check_reference_dir(args.reference_dir)
     return args
+
+
+def _int_list(ap, flag: str, text: str, example: str, *, low: int) -> list[int]:
+    """``'1,10'`` -> ``[1, 10]``; a bad entry or one below ``low`` stops with a usage error."""
+    try:
+        values = [int(v) for v in text.split(",") if v]
+    except ValueError:
+        ap.error(f"--{flag}={text!r}; expected integers, e.g. {example}.")
+    if values and min(values) < low:
+        bound = "positive integers" if low == 1 else f"integers >= {low}"
+        ap.error(f"--{flag}={values}; expected {bound}.")
+    return values
 
 
 def check_reference_dir(path: str) -> str:

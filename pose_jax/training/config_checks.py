@@ -67,16 +67,6 @@ def check_batch(config: Any, *, num_devices: int, num_processes: int) -> None:
             )
 
 
-def check_microbatches(config: Any) -> None:
-    """``train.microbatch_size`` (when set) is an integer >= 0 (0: the whole batch at once).
-
-    Any size works: the chunk count is a divisor of each device's share of the batch
-    (``pose_jax.training.loop.microbatches_from_config``).
-    """
-    if "microbatch_size" in config.train:
-        _positive(config, "train.microbatch_size", allow_zero=True)
-
-
 def check_frames(config: Any, longest_sequence: int | None, *, split: str) -> None:
     """``data.num_frames`` >= 1 and no longer than the longest sequence of ``split``."""
     _positive(config, "data.num_frames")
@@ -120,7 +110,8 @@ def check_train_config(
     _positive(config, "train.checkpoint_every_steps")
     if "steps_per_call" in config.train:
         _positive(config, "train.steps_per_call")
-    check_microbatches(config)
+    if "microbatch_size" in config.train:  # any size works: see loop.microbatches_from_config
+        _positive(config, "train.microbatch_size", allow_zero=True)
     check_compute_dtype(config)
     check_batch(config, num_devices=num_devices, num_processes=num_processes)
     check_frames(config, longest_sequence, split=config.data.train_split)

@@ -22,6 +22,16 @@ def _quadratic_loss(params, batch, rng):
     return loss, {"mse": loss, "abs": jnp.mean(jnp.abs(residual))}
 
 
+def _objective(loss_fn):
+    """A system's ``loss_fn`` as ``accumulated_value_and_grad``'s objective (no running state)."""
+
+    def objective(weights, running, batch, rng):
+        loss, aux = loss_fn(weights, batch, rng)
+        return loss, (aux, {})
+
+    return objective
+
+
 def _state(params, optimizer):
     return train_state.TrainState(
         step=jnp.int32(0),
@@ -77,7 +87,7 @@ def test_chunks_are_strided_and_each_draws_its_own_key():
     weights = {"a": jnp.float32(1.0)}
     rng = jax.random.key(3)
     loss, aux, grads = train_step.accumulated_value_and_grad(
-        lambda w, r, b, k: (lambda l, a: (l, (a, {})))(*loss_fn(w, b, k)),
+        _objective(loss_fn),
         weights, None, {"i": jnp.arange(8.0)}, rng, 2,
     )  # fmt: skip
     assert seen[0].shape == (4,)
@@ -98,7 +108,7 @@ def test_chunked_d3dp_step_is_the_mean_of_its_parts(tmp_path):
     batch = {k: jnp.asarray(host[k]) for k in system.batch_keys}
     params = system.init_params(jax.random.key(0), batch)
     rng = jax.random.key(7)
-    objective = lambda w, r, b, k: (lambda l, a: (l, (a, {})))(*system.loss_fn(w, b, k))  # noqa: E731
+    objective = _objective(system.loss_fn)
     loss, _, grads = jax.jit(
         lambda p, b: train_step.accumulated_value_and_grad(objective, p, None, b, rng, 2)
     )(params, batch)
