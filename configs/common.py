@@ -108,6 +108,9 @@ def d3dp_base() -> ml_collections.ConfigDict:
     c.eval.num_iterations = 5
     c.eval.eta = 1.0
     c.eval.flip_tta = True
+    # Rows per device in one denoiser call; larger calls run in parts (the same numbers).
+    # None: the family's default for the platform (GCN refiners on CPU: parts); 0: one call.
+    c.eval.max_denoise_rows = ml_collections.FieldReference(None, field_type=int)
     # 'reference' in a value always means "as the reference code computes it".
     c.eval.batch_size = 4  # clips per sampler call; the 'reference' P-Best depends on it
     # How P-Best and J-Agg's P2 aggregate: 'reference' (P-Best picked once per evaluation

@@ -64,6 +64,24 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def split_strided(tree: Any, parts: int) -> Any:
+    """Every leaf's leading axis in ``parts`` strided parts: ``[N] -> [parts, N / parts]``.
+
+    Part ``i`` holds rows ``i, i + parts, ...``. When the leading axis is sharded in
+    contiguous blocks whose size ``parts`` divides, each device's block splits into its
+    own rows of every part, so no data moves between devices (contiguous parts would
+    gather). :func:`merge_strided` is the inverse.
+    """
+    return jax.tree.map(
+        lambda a: jnp.swapaxes(a.reshape(a.shape[0] // parts, parts, *a.shape[1:]), 0, 1), tree
+    )
+
+
+def merge_strided(tree: Any) -> Any:
+    """The inverse of :func:`split_strided`: ``[parts, M, ...] -> [M * parts, ...]``."""
+    return jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1).reshape(-1, *a.shape[2:]), tree)
+
+
 def padded_size(n: int, multiple: int) -> int:
     """Smallest multiple of ``multiple`` that is ``>= n`` (and ``>= multiple``)."""
     return max(multiple, -(-n // multiple) * multiple)

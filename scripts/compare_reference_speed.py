@@ -220,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
         "mmdiff_tiny); the reference is built at the same width/depth.",
     )
     ap.add_argument("--no_flip", action="store_true", help="Disable flip TTA on both sides.")
+    ap.add_argument(
+        "--max_denoise_rows",
+        default="default",
+        help="pose_jax's rows per device in one denoiser call, comma-separated (each value "
+        "a pose_jax side timed in the same rounds): 'default' (the family's for the "
+        "platform), 0 (one call) or N.",
+    )
     ap.add_argument("--warmup", type=int, default=1, help="Untimed calls after the first call.")
     ap.add_argument("--repeats", type=int, default=5, help="Timed calls per side (median).")
     ap.add_argument(
@@ -241,6 +248,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default = ["H1K1"] if args.system == "d3dp" else ["S1", "S2", "S3", "S4"]
         args.grid_entries = parse_grid(args.system, _csv(args.grid) if args.grid else default)
         args.batches = _positive_ints("batch", _csv(args.batch))
+        args.denoise_rows = _denoise_rows(_csv(args.max_denoise_rows))
         for name in ("clips", "frames", "repeats"):
             if getattr(args, name) < 1:
                 raise ValueError(f"--{name}={getattr(args, name)}; expected >= 1.")
@@ -302,6 +310,26 @@ def require_torch():
 # ---------------------------------------------------------------------------
 
 
+def _denoise_rows(values: Sequence[str]) -> list[int | None]:
+    """``--max_denoise_rows`` entries: 'default' -> None (the family's), else ints >= 0."""
+    out = []
+    for v in values:
+        if v == "default":
+            out.append(None)
+            continue
+        try:
+            out.append(int(v))
+        except ValueError:
+            raise ValueError(
+                f"--max_denoise_rows entry {v!r}; expected 'default' or an integer >= 0."
+            ) from None
+        if out[-1] < 0:
+            raise ValueError(f"--max_denoise_rows entry {v!r}; expected an integer >= 0.")
+    if not out or len(set(out)) != len(out):
+        raise ValueError(f"--max_denoise_rows={','.join(values)}; expected distinct entries.")
+    return out
+
+
 def speed_ratio(ours_s: float, reference_s: float) -> float:
     """pose_jax throughput / reference throughput at the same work per call."""
     if ours_s <= 0 or reference_s <= 0:
@@ -344,6 +372,7 @@ def make_row(
 COLUMNS = (
     ("setting", "setting"),
     ("network_passes_per_call", "network passes/call"),
+    ("max_denoise_rows", "rows per denoiser call (max)"),
     ("reference_median_s", "reference s/call"),
     ("pose_jax_median_s", "pose_jax s/call"),
     ("reference_poses_per_s", "reference poses/s"),
@@ -713,28 +742,49 @@ def run_rows(args, root: str, log=print) -> list[dict]:
         macs_event = bench.denoiser_macs(system, params, inputs)
         for g in args.grid_entries:
             spec = bench.sampler_spec(kind, g, frames=f, flip=flip)
-            call, _ = bench.sampler_call(system, spec, params, inputs)
-
-            def ours(i, call=call):
-                jax.block_until_ready(call(i))
-
-            ref = reference(g, pose_2d, inputs, flip)
             setting = bench.setting_text(kind, g, batch=b, frames=f)
             log(f"[{args.system}] {setting} ...")
             load = _loadavg1()
+            sides = _ours_sides(system, spec, params, inputs, args.denoise_rows)
+            ref = reference(g, pose_2d, inputs, flip)
             t = time_interleaved(
-                {"pose_jax": ours, "reference": ref}, warmup=args.warmup, repeats=args.repeats
+                {**{name: call for name, (call, _) in sides.items()}, "reference": ref},
+                warmup=args.warmup,
+                repeats=args.repeats,
             )
             passes = bench.denoiser_calls(kind, g, batch=b, flip=flip)
             macs = bench.call_macs(macs_event, kind, g, flip=flip)
             gflop = None if macs is None else 2 * macs / 1e9
             fields = bench.entry_fields(kind, g, batch=b, frames=f)
-            rows.append(
-                make_row(setting, b * f, passes, t["pose_jax"], t["reference"], gflop=gflop,
-                         loadavg_1min=load, **fields)
-            )  # fmt: skip
-            log(_progress(rows[-1]))
+            for name, (_, rows_per_call) in sides.items():
+                rows.append(
+                    make_row(setting, b * f, passes, t[name], t["reference"], gflop=gflop,
+                             loadavg_1min=load, max_denoise_rows=rows_per_call, **fields)
+                )  # fmt: skip
+                log(_progress(rows[-1]))
     return rows
+
+
+def _ours_sides(system, spec, params, inputs, denoise_rows) -> dict:
+    """``{name: (call(i), rows per denoiser call or 'one call')}`` per ``--max_denoise_rows``."""
+    import dataclasses
+
+    import jax
+
+    from pose_jax import xla_options
+
+    sides = {}
+    for rows in denoise_rows:
+        call, _ = bench.sampler_call(
+            system, dataclasses.replace(spec, max_denoise_rows=rows), params, inputs
+        )
+        resolved = system.denoise_rows(xla_options.platform_of(), rows)
+        name = "pose_jax" if len(denoise_rows) == 1 else f"pose_jax (rows {rows})"
+        sides[name] = (
+            lambda i, call=call: jax.block_until_ready(call(i)),
+            "one call" if resolved is None else resolved,
+        )
+    return sides
 
 
 def _d3dp_reference(system: str, root: str, module):
@@ -776,6 +826,7 @@ REFERENCE_DRIVERS = {
 def _progress(row) -> str:
     return (
         f"  reference {row['reference_median_s']:.4g} s/call, pose_jax "
+        f"(rows per call {row.get('max_denoise_rows', 'n/a')}) "
         f"{row['pose_jax_median_s']:.4g} s/call -> {row['speed_ratio']:.2f}x"
     )
 

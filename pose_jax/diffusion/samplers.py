@@ -46,6 +46,7 @@ from jax.sharding import Mesh
 from pose_jax import _checks
 from pose_jax import sharding as sharding_lib
 from pose_jax import skeleton as skeleton_lib
+from pose_jax.diffusion import chunking
 from pose_jax.diffusion.schedules import Schedule, validate_time_grid
 
 PREDICTIONS = ("x0", "eps")
@@ -327,6 +328,7 @@ class Sampler:
     mesh: Mesh
     compiler_options: Mapping[str, Any] | None = None
     small_batch_options: tuple[int, Mapping[str, Any]] | None = None
+    max_denoise_rows: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "_jit_cache", {})
@@ -448,7 +450,9 @@ class Sampler:
             )
         return self._core(params, cond, key, x_init, step_noise, jnp.asarray(clip_ids, jnp.int32))
 
-    def _core(self, params, cond, key, x_init, step_noise, clip_ids) -> SampleOutput:
+    def _core(
+        self, params, cond, key, x_init, step_noise, clip_ids, devices: int = 1
+    ) -> SampleOutput:
         E, H = self.event_shape, self.num_hypotheses
         B = clip_ids.shape[0]
         N = B * H
@@ -475,8 +479,8 @@ class Sampler:
             )
             cond_pair = jax.tree.map(_pair, cond_rep, cond_flip)
 
-        def call(x_in, t, c):
-            return self.denoise_fn(params, x_in, t, c)
+        denoise = functools.partial(self.denoise_fn, params)
+        call = chunking.chunked_call(denoise, self.max_denoise_rows, devices)
 
         if self.flip_mode is None:
             model_fn = lambda x_in, t: call(x_in, t, cond_rep)  # noqa: E731
@@ -543,17 +547,26 @@ class Sampler:
             out = sharding_lib.batch_sharding(self.mesh)
             options = self.small_batch_options[1] if small else self.compiler_options
             self._jit_cache[name] = jax.jit(
-                self._core,
+                functools.partial(self._core, devices=self.mesh.size),
                 out_shardings=SampleOutput(x0_steps=out, x=out),
                 compiler_options=None if options is None else dict(options),
             )
         return self._jit_cache[name]
 
+    def _padded_size(self, B: int) -> int:
+        """``B`` padded to the mesh and, when denoiser calls are chunked, to equal parts."""
+        D = self.mesh.size
+        size = sharding_lib.padded_size(B, D)
+        rows_per_clip = self.num_hypotheses * (1 if self.flip_mode is None else 2)
+        while not chunking.fits(size // D * rows_per_clip, self.max_denoise_rows):
+            size += D
+        return size
+
     def __call__(self, params, cond, key, x_init=None, *, step_noise=None) -> SampleOutput:
         """The jit path; see the class docstring."""
         fn = "Sampler.__call__"
         B = self._check_inputs(fn, cond, x_init, key, step_noise)
-        size = sharding_lib.padded_size(B, self.mesh.size)
+        size = self._padded_size(B)
         batch_sh = sharding_lib.batch_sharding(self.mesh)
         rep = sharding_lib.replicated(self.mesh)
         batched = sharding_lib.pad_batch((cond, x_init, step_noise), size)
@@ -658,6 +671,7 @@ def make_sampler(
     mesh: Mesh | None = None,
     compiler_options: Mapping[str, Any] | None = None,
     small_batch_options: tuple[int, Mapping[str, Any]] | None = None,
+    max_denoise_rows: int | None = None,
 ) -> Sampler:
     """Builds a :class:`Sampler`.
 
@@ -689,6 +703,11 @@ def make_sampler(
       small_batch_options: ``(max_rows, options)``: calls of at most ``max_rows``
         inputs per device compile with ``options`` instead (a second program; on
         XLA:CPU per-op overheads, not arithmetic, bound tiny calls). Jit path only.
+      max_denoise_rows: at most this many rows per device in one denoiser call; a
+        step's larger call runs as a ``lax.map`` over strided parts
+        (:mod:`pose_jax.diffusion.chunking`; the same numbers up to float rounding,
+        faster where a big call's activations overflow the caches). ``None`` or 0:
+        one call. The jit path pads ``B`` so that the parts are equal.
 
     Returns:
       A :class:`Sampler`.
@@ -726,6 +745,7 @@ def make_sampler(
         mesh=sharding_lib.make_mesh() if mesh is None else mesh,
         compiler_options=None if compiler_options is None else dict(compiler_options),
         small_batch_options=_check_small_batch(fn, small_batch_options),
+        max_denoise_rows=chunking.check_max_rows(fn, max_denoise_rows),
     )
 
 

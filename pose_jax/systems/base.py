@@ -39,6 +39,9 @@ class SamplerSpec:
       flip_tta: flip test-time augmentation (each family's own kind).
       num_timesteps: the refiners' T_test (their chain starts below it); ignored by
         families that sample from pure noise.
+      max_denoise_rows: at most this many rows per device in one denoiser call, larger
+        calls running in parts (``diffusion.make_sampler``); 0: one call; None: the
+        family's default for the platform (:meth:`System.denoise_rows`).
     """
 
     num_frames: int = 1
@@ -47,11 +50,13 @@ class SamplerSpec:
     eta: float = 1.0
     flip_tta: bool = True
     num_timesteps: int | None = None
+    max_denoise_rows: int | None = None
 
     @classmethod
     def from_eval_config(cls, eval_config: Any, *, num_frames: int) -> SamplerSpec:
         """The spec an evaluation block (``config.eval``) describes."""
         steps = eval_config.get("num_timesteps")
+        rows = eval_config.get("max_denoise_rows")
         return cls(
             num_frames=int(num_frames),
             num_hypotheses=int(eval_config.num_hypotheses),
@@ -59,6 +64,7 @@ class SamplerSpec:
             eta=float(eval_config.eta),
             flip_tta=bool(eval_config.flip_tta),
             num_timesteps=None if steps is None else int(steps),
+            max_denoise_rows=None if rows is None else int(rows),
         )
 
 
@@ -124,12 +130,16 @@ class System(abc.ABC):
         (``{'cpu': {...}}``, :mod:`pose_jax.xla_options`); default none.
       small_batch_sampler_options: ``(max_rows, {platform: options})``: the options of
         sampler calls of at most ``max_rows`` inputs per device instead; default none.
+      sampler_denoise_rows: ``{platform: rows}``: the most rows per device the family's
+        samplers give the denoiser in one call there (larger calls run in parts);
+        default none (one call everywhere).
     """
 
     skeleton: str
     keypoints: str
     sampler_compiler_options: ClassVar[xla_options.PlatformOptions] = {}
     small_batch_sampler_options: ClassVar[xla_options.SmallBatchOptions | None] = None
+    sampler_denoise_rows: ClassVar[Mapping[str, int]] = {}
 
     @classmethod
     @abc.abstractmethod
@@ -212,6 +222,12 @@ class System(abc.ABC):
     ) -> tuple[int, dict[str, Any]] | None:
         """``(max_rows, options)`` of small sampler calls on ``platform``, or None."""
         return xla_options.resolve_small_batch(self.small_batch_sampler_options, platform, given)
+
+    def denoise_rows(self, platform: str, given: int | None = None) -> int | None:
+        """Rows per device in one denoiser call on ``platform``: ``given`` (0: one call), else
+        the family's :attr:`sampler_denoise_rows`; None means one call."""
+        rows = self.sampler_denoise_rows.get(platform) if given is None else given
+        return rows or None
 
     # -- Optional steps: the defaults are what a system without them does. ----------
 

@@ -149,6 +149,7 @@ class D3DPSystem(System):
 
         grid = diffusion.make_time_grid("d3dp", self.schedule.num_steps, spec.num_iterations)
         num_joints = skeleton_lib.get_skeleton(self.skeleton).num_joints
+        platform = xla_options.platform_of(mesh)
         return diffusion.make_sampler(
             denoise_fn,
             self.schedule,
@@ -162,7 +163,8 @@ class D3DPSystem(System):
             cond_flip_fn=cond_flip_fn,
             skeleton=self.skeleton,
             mesh=mesh,
-            compiler_options=self.sampler_options(xla_options.platform_of(mesh), compiler_options),
+            compiler_options=self.sampler_options(platform, compiler_options),
+            max_denoise_rows=self.denoise_rows(platform, spec.max_denoise_rows),
         )
 
     def make_eval_sample_fn(self, eval_config: Any, params: Any, *, num_frames: int):

@@ -185,6 +185,14 @@ def _check_params_like(fn: str, what: str, params: Any, expected: Any) -> None:
 
 # Sampler calls of at most this many poses per device count as small (see the class).
 SMALL_BATCH_ROWS = 4
+# Rows per denoiser call by denoiser and platform. A call of 512+ rows (256 poses and
+# their mirrors) overflows the CPU caches; in parts the refiners' samplers ran, in one
+# process against one call at 256 poses: monoMotionDiff 0.66 of the time in parts of 64
+# (0.76 in 128), GCNdiff 0.93 in parts of 256 (0.63 at 512 poses; BENCHMARKS.md).
+DENOISE_ROWS: Mapping[type, Mapping[str, int]] = {
+    gcn.GCNDiff: {"cpu": 256},
+    gcn.MonoMotionDiff: {"cpu": 64},
+}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -208,6 +216,8 @@ class DiffPoseSystem(System):
       reroot_init: subtract the root from the initialiser's xyz (not in DiffPose-video).
       initializer_params: frozen lifter params for the diffusion stage, or None.
       skeleton: joint layout (flips, root).
+      sampler_denoise_rows: ``{platform: rows}`` per denoiser call of its samplers
+        (:data:`DENOISE_ROWS` of the denoiser; :meth:`System.denoise_rows`).
     """
 
     stage: str
@@ -233,6 +243,8 @@ class DiffPoseSystem(System):
         SMALL_BATCH_ROWS,
         {"cpu": xla_options.NO_YNN_FUSIONS},
     )
+    # The denoiser's entry of DENOISE_ROWS (from_config); none: one call everywhere.
+    sampler_denoise_rows: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         fn = "DiffPoseSystem"
@@ -284,10 +296,12 @@ class DiffPoseSystem(System):
         input_layout("DiffPose", skeleton, keypoints, any_layout=False)
         lifter_kwargs = set_entries(m.get("lifter_kwargs"))
         initializer = make_initializer(get_model(m.lifter, **lifter_kwargs))
+        denoiser = get_model(m.name, **model_kwargs(config))
         system = cls(
             stage=m.stage,
             initializer=initializer,
-            denoiser=make_model_fns(get_model(m.name, **model_kwargs(config))),
+            denoiser=make_model_fns(denoiser),
+            sampler_denoise_rows=dict(DENOISE_ROWS.get(type(denoiser), {})),
             schedule=diffusion.make_schedule(d.schedule, d.num_steps),
             noise_scale=tuple(float(s) for s in d.noise_scale),
             uv_noise=d.uv_noise,
@@ -480,6 +494,7 @@ class DiffPoseSystem(System):
             mesh=mesh,
             compiler_options=self.sampler_options(platform, compiler_options),
             small_batch_options=self.small_batch_options(platform, compiler_options),
+            max_denoise_rows=self.denoise_rows(platform, spec.max_denoise_rows),
         )
 
     def denoise(self, params: Any, x_t: Array, t: Array, cond: Mapping[str, Array]) -> Array:

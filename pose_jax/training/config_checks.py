@@ -134,7 +134,10 @@ def check_model_switches(config: Any) -> None:
 
 
 def check_eval_config(config: Any) -> None:
-    """Evaluation sizes are positive (``eval.max_sequences`` may be 0: all)."""
+    """Evaluation sizes are positive (``eval.max_sequences`` may be 0: all; an
+    ``eval.max_denoise_rows`` of 0 is one denoiser call, None the family's default)."""
     for key in ("eval.batch_size", "eval.num_hypotheses", "eval.num_iterations"):
         _positive(config, key)
     _positive(config, "eval.max_sequences", allow_zero=True)
+    if config.eval.get("max_denoise_rows") is not None:
+        _positive(config, "eval.max_denoise_rows", allow_zero=True)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from pose_jax import _checks, model_state
+from pose_jax import sharding as sharding_lib
 from pose_jax.training.train_state import TrainState
 
 # loss_fn(params, batch, rng) -> (scalar loss, dict of scalar metrics)
@@ -120,10 +121,7 @@ def accumulated_value_and_grad(
             f"make_train_step: microbatches={chunks} must divide the batch; its leading "
             f"sizes are {sizes}."
         )
-    parts = jax.tree.map(
-        lambda a: jnp.swapaxes(a.reshape(a.shape[0] // chunks, chunks, *a.shape[1:]), 0, 1),
-        batch,
-    )
+    parts = sharding_lib.split_strided(batch, chunks)
     grad_fn = jax.value_and_grad(objective, has_aux=True)
 
     def part(i, chunk):

@@ -41,6 +41,7 @@ def _cli(*args, cwd=REPO):
         ),
         ("mesh.num_devices", 16, "config.mesh.num_devices is 16 but only 8 devices"),
         ("eval.num_hypotheses", 0, "config.eval.num_hypotheses is 0"),
+        ("eval.max_denoise_rows", -2, "config.eval.max_denoise_rows is -2; expected an integer"),
         (
             "train.compute_dtype",
             "float16",

@@ -39,6 +39,7 @@ def test_parse_args_defaults_per_system():
     assert a.torch_threads == os.cpu_count() and a.repeats == 5 and a.warmup == 1
     g = crs.parse_args(["--system=mmdiff", "--reference_dir=/x", "--batch=256,1024"])
     assert [e["steps"] for e in g.grid_entries] == [1, 2, 3, 4] and g.batches == [256, 1024]
+    assert g.denoise_rows == [None]  # the family's default
     g = crs.parse_args(["--system=diffpose_frame", "--reference_dir=/x", "--grid=s2, S4"])
     assert g.grid_entries == [{"steps": 2}, {"steps": 4}] and g.batches == [256]
 
@@ -56,6 +57,9 @@ def test_parse_args_defaults_per_system():
         (["--system=d3dp", "--warmup=-1"], "--warmup=-1"),
         (["--system=d3dp", "--torch_threads=0"], "--torch_threads=0"),
         (["--system=d3dp", "--grid=H1K2", "--no_flip"], "K=1 only"),
+        (["--system=mmdiff", "--max_denoise_rows=-1"], "entry '-1'; expected an integer >= 0"),
+        (["--system=mmdiff", "--max_denoise_rows=many"], "expected 'default' or an integer"),
+        (["--system=mmdiff", "--max_denoise_rows=0,0"], "expected distinct entries"),
     ],
 )
 def test_parse_args_rejects(argv, message, capsys):
@@ -342,14 +346,18 @@ def test_gcn_end_to_end_on_a_stand_in(tmp_path, capsys):
         "--warmup=0",
         "--repeats=1",
         "--no_gemm",
+        "--max_denoise_rows=0,4",
         f"--out={out}",
     ]
     assert crs.main(argv) == 0
     printed = capsys.readouterr().out
     report = json.load(open(out / "compare_reference_speed.json"))
-    (row,) = report["rows"]
+    one_call, parts = report["rows"]  # both pose_jax sides, timed in the same rounds
+    assert (one_call["max_denoise_rows"], parts["max_denoise_rows"]) == ("one call", 4)
+    assert one_call["reference_times_s"] == parts["reference_times_s"]
+    row = one_call
     assert (row["steps"], row["batch"], row["network_passes_per_call"]) == (2, 8, 4)
     assert row["speed_ratio"] > 0 and row["gflop_per_call"] > 0
     assert report["environment"]["torch_threads"] == os.cpu_count()
     assert report["denoiser"] == "mmdiff_tiny" and report["gemm"] is None
-    assert "| S2, 8 poses | 4 |" in printed
+    assert "| S2, 8 poses | 4 | one call |" in printed and "| S2, 8 poses | 4 | 4 |" in printed
