@@ -6,9 +6,8 @@ of L2 per core); the same rows in parts of 64 run ~1.5x faster (BENCHMARKS.md).
 A sampler built with ``max_denoise_rows`` calls its denoiser through
 :func:`chunked_call`: the rows are split into strided parts
 (:func:`pose_jax.sharding.split_strided`, so a device's shard splits into its own
-parts) and mapped one part at a time. Rows
-are independent in every denoiser the samplers take, so the result is the one call's
-up to float rounding.
+parts) and mapped one part at a time. Rows are independent in every denoiser the
+samplers take, so the result is the one call's up to float rounding.
 """
 
 from __future__ import annotations

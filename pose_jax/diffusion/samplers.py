@@ -17,8 +17,9 @@ The denoiser is an argument with the signature::
 
 ``N = B * H`` (clips times hypotheses, clip-major: row ``b * H + h``); with flip
 TTA the sampler calls it once per step on ``2N`` rows (original and mirrored
-copies interleaved), so a model must treat rows independently (no batch
-statistics at inference). ``params`` are passed straight through, so one
+copies interleaved), or, with ``max_denoise_rows``, on parts of those rows
+(:mod:`pose_jax.diffusion.chunking`), so a model must treat rows independently (no
+batch statistics at inference). ``params`` are passed straight through, so one
 compiled sampler serves every checkpoint of the same structure.
 
 Randomness: the noise of clip ``b`` at step ``k`` is drawn from
