@@ -61,6 +61,16 @@ pose_jax, plus what the reference imports (``einops``, ``scipy``)::
   python scripts/compare_reference_speed.py --system=mmdiff \
       --reference_dir=/src/monoMotionDiff --out=/tmp/compare
 
+``--device=cuda`` runs both sides on one GPU: pose_jax under its ``gpu`` profile, the
+reference with its own ``.cuda()`` calls (not redirected), every reference call
+ended by ``torch.cuda.synchronize()``, float32 matmuls in TF32 on both sides (XLA's
+default precision on the GPU; torch is switched from full float32 to match), XLA
+given 45% of the GPU's memory and torch the rest, the GEMM ceiling measured at
+8192^3::
+
+  python scripts/compare_reference_speed.py --system=mmdiff --device=cuda \
+      --reference_dir=/src/monoMotionDiff --batch=1024
+
 ``--out DIR`` writes ``compare_reference_speed.json`` and ``.md`` there.
 """
 
@@ -153,6 +163,15 @@ SETTING_NOTES = {
 }
 
 
+# --device -> the pose_jax hardware profile (configs/profiles) its side runs under.
+DEVICES = ("cpu", "cuda")
+PROFILE_OF_DEVICE = {"cpu": "cpu", "cuda": "gpu"}
+GEMM_SIZE = {"cpu": 2048, "cuda": 8192}  # large enough to reach each machine's GEMM rate
+# A GPU is shared by both sides in one process: XLA takes this fraction of its memory
+# (unless XLA_PYTHON_CLIENT_MEM_FRACTION is set), torch's caching allocator the rest.
+JAX_GPU_MEM_FRACTION = "0.45"
+
+
 class ReferenceDirError(FileNotFoundError):
     """``--reference_dir`` is not a checkout of the expected reference repository."""
 
@@ -234,6 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--no_gemm", action="store_true", help="Skip the float32 GEMM-rate measurement."
+    )
+    ap.add_argument(
+        "--device",
+        default="cpu",
+        choices=DEVICES,
+        help="Where both sides run: 'cpu' (pose_jax's cpu profile; the reference's .cuda() "
+        "calls redirected) or 'cuda' (one GPU, pose_jax's gpu profile; float32 matmuls in "
+        "TF32 on both sides, as XLA's default precision does on the GPU).",
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="Directory for the JSON and markdown reports.")
@@ -441,6 +468,7 @@ def to_markdown(report: Mapping[str, Any]) -> str:
         f"Machine: {env['cpu_model']} ({env['cpu_count']} CPUs), host {env['host']}, "
         f"{env['platform']}; load average {env['loadavg_before']} before, "
         f"{env['loadavg_after']} after. "
+        f"{_device_text(env)}"
         f"torch {env['torch_version']} ({env['torch_threads']} threads, inference_mode, eval); "
         f"jax {env['jax_version']} ({env['jax_backend']}, {env['jax_device_count']} device(s)); "
         f"{report['date_utc']} UTC. First call excluded, {report['warmup']} warm-up, median of "
@@ -455,12 +483,22 @@ def to_markdown(report: Mapping[str, Any]) -> str:
     return f"{head}\n\n{table}\n\n{summary}\n"
 
 
+def _device_text(env: Mapping[str, Any]) -> str:
+    """The GPU both sides ran on, if any (reports written before --device have none)."""
+    if env.get("torch_device", "cpu") == "cpu":
+        return ""
+    return (
+        f"GPU: {env['torch_device']} (jax: {env['jax_device']}), both sides on it, float32 "
+        "matmuls in TF32 on both sides; "
+    )
+
+
 def _gemm_text(gemm: Mapping[str, Any] | None) -> str:
     if not gemm:
         return ""
     n = gemm["size"]
     return (
-        f"Float32 GEMM {n}x{n}x{n} on this machine (median of {gemm['repeats']}): torch "
+        f"Float32 GEMM {n}x{n}x{n} on this device (median of {gemm['repeats']}): torch "
         f"{gemm['torch_gflops']:.4g} GFLOP/s, XLA {gemm['xla_gflops']:.4g} GFLOP/s."
     )
 
@@ -498,6 +536,36 @@ def cpu_redirect(torch):
         torch.Tensor.cuda = cuda
 
 
+def reference_device(torch, device: str):
+    """The context the reference code runs in: CUDA calls redirected on the CPU, else none."""
+    return cpu_redirect(torch) if device == "cpu" else contextlib.nullcontext()
+
+
+def synchronize(torch, device: str) -> None:
+    """Waits for the reference's queued GPU work (its calls return before the GPU is done)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def set_torch_device(torch, device: str) -> dict:
+    """Checks ``device`` is usable and sets torch's float32 matmul mode; what was set.
+
+    On the GPU both sides use TF32 for float32 matmuls (XLA's default precision there,
+    the gpu profile's ``matmul_precision='default'``); torch's default is full float32
+    for matmuls (TF32 for cuDNN convolutions), so it is switched to match.
+    """
+    if device == "cpu":
+        return {"torch_device": "cpu", "torch_tf32": False}
+    if not torch.cuda.is_available():
+        raise ImportError(
+            f"--device=cuda: torch {torch.__version__} sees no CUDA GPU (torch.cuda.is_available() "
+            "is False); install a CUDA build of torch or use --device=cpu."
+        )
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    return {"torch_device": torch.cuda.get_device_name(0), "torch_tf32": True}
+
+
 def _install_lib2to3_stand_in() -> None:
     # DiffPose's models/gcndiff.py imports (and never uses) lib2to3, gone in Python 3.13.
     try:
@@ -533,8 +601,9 @@ def _flip_torch(x):
 
 
 def build_reference_d3dp(root: str, *, frames: int, hypotheses: int, iterations: int,
-                         flip: bool, embed_dim: int, depth: int):  # fmt: skip
-    """The reference D3DP sampling model (eval mode) on the CPU."""
+                         flip: bool, embed_dim: int, depth: int,
+                         device: str = "cpu"):  # fmt: skip
+    """The reference D3DP sampling model (eval mode) on ``device`` ('cpu' or 'cuda')."""
     torch = require_torch()
     sys.path.insert(0, _SCRIPTS_DIR)
     try:
@@ -555,21 +624,23 @@ def build_reference_d3dp(root: str, *, frames: int, hypotheses: int, iterations:
         num_proposals=hypotheses,
         sampling_timesteps=iterations,
     )
-    model.device = torch.device("cpu")  # ddim_sample (no flip) reads self.device
-    return model.eval()
+    model.device = torch.device(device)  # ddim_sample (no flip) reads self.device
+    return model.to(device).eval()
 
 
-def reference_d3dp_call(model, pose_2d):
+def reference_d3dp_call(model, pose_2d, device: str = "cpu"):
     """``call(i)`` running the reference's sampler once on ``pose_2d [B, F, J, 2]``."""
     torch = require_torch()
-    pose_2d = torch.as_tensor(pose_2d)
+    pose_2d = torch.as_tensor(pose_2d).to(device)
     flipped = _flip_torch(pose_2d)
-    zeros = torch.zeros(*pose_2d.shape[:-1], 3)
+    zeros = torch.zeros(*pose_2d.shape[:-1], 3, device=device)
 
     def call(i):
         torch.manual_seed(i)
-        with torch.inference_mode(), cpu_redirect(torch):
-            return model(pose_2d, zeros, input_2d_flip=flipped)
+        with torch.inference_mode(), reference_device(torch, device):
+            out = model(pose_2d, zeros, input_2d_flip=flipped)
+        synchronize(torch, device)
+        return out
 
     return call
 
@@ -582,8 +653,12 @@ def _model_config(hidden, layers, heads, coords):
     return argparse.Namespace(model=model)
 
 
-def build_reference_gcn(system: str, root: str, *, hidden: int, layers: int, heads: int):
-    """``(model, generalized_steps, betas)`` of DiffPose's GCNdiff or monoMotionDiff's DiffModel."""
+def build_reference_gcn(system: str, root: str, *, hidden: int, layers: int, heads: int,
+                        device: str = "cpu"):  # fmt: skip
+    """``(model, generalized_steps, betas)`` of DiffPose's GCNdiff or monoMotionDiff's DiffModel.
+
+    Model and betas are on ``device``.
+    """
     torch = require_torch()
     if system == "diffpose_frame":
         _install_lib2to3_stand_in()
@@ -612,10 +687,12 @@ def build_reference_gcn(system: str, root: str, *, hidden: int, layers: int, hea
         beta_end=1e-3,
         num_diffusion_timesteps=NUM_DIFFUSION_STEPS,
     )
-    return model.eval(), utils.generalized_steps, torch.from_numpy(betas).float()
+    betas = torch.from_numpy(betas).float().to(device)
+    return model.to(device).eval(), utils.generalized_steps, betas
 
 
-def reference_gcn_call(system: str, built, uv, x_init, *, steps: int, flip: bool):
+def reference_gcn_call(system: str, built, uv, x_init, *, steps: int, flip: bool,
+                       device: str = "cpu"):  # fmt: skip
     """``call(i)``: the references' test-loop glue around ``generalized_steps``.
 
     DiffPose (``test_hyber``) and monoMotionDiff (``runner.test``): the initial
@@ -626,8 +703,8 @@ def reference_gcn_call(system: str, built, uv, x_init, *, steps: int, flip: bool
     torch = require_torch()
     model, gen_steps, betas = built
     seq = range(0, T_TEST, T_TEST // steps)
-    mask = torch.ones(1, 1, NUM_JOINTS, dtype=torch.bool)
-    uv, x_init = torch.as_tensor(uv), torch.as_tensor(x_init)
+    mask = torch.ones(1, 1, NUM_JOINTS, dtype=torch.bool, device=device)
+    uv, x_init = torch.as_tensor(uv).to(device), torch.as_tensor(x_init).to(device)
     mm = system == "mmdiff"
     if mm:  # monoMotionDiff keeps a frame axis: [N, 1, J, C]
         uv, x_init = uv[:, None], x_init[:, None]
@@ -642,31 +719,37 @@ def reference_gcn_call(system: str, built, uv, x_init, *, steps: int, flip: bool
 
     def call(i):
         torch.manual_seed(i)
-        with torch.inference_mode(), cpu_redirect(torch):
+        with torch.inference_mode(), reference_device(torch, device):
             out = chain(x_init, uv)
             if flip:
                 out_flip = chain(_flip_torch(x_init), _flip_torch(uv))
                 out = (out + _flip_torch(out_flip)) / 2
-            return out
+        synchronize(torch, device)
+        return out
 
     return call
 
 
-def measure_gemm(size: int = 2048, repeats: int = 5) -> dict:
-    """Float32 ``size^3`` matmul rate of torch and XLA, alternated (the machine's ceiling)."""
+def measure_gemm(size: int | None = None, repeats: int = 5, device: str = "cpu") -> dict:
+    """Float32 ``size^3`` matmul rate of torch and XLA, alternated (the machine's ceiling).
+
+    ``size`` defaults to :data:`GEMM_SIZE` of the device; on the GPU both in TF32.
+    """
     torch = require_torch()
-    jax = _jax_setup()
+    jax = _jax_setup(device)
     import numpy as np
 
+    size = size or GEMM_SIZE[device]
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
-    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    ta, tb = torch.from_numpy(a).to(device), torch.from_numpy(b).to(device)
     ja, jb = jax.numpy.asarray(a), jax.numpy.asarray(b)
     mm = jax.jit(lambda x, y: x @ y)
 
     def run_torch(i):
         with torch.inference_mode():
             ta @ tb
+        synchronize(torch, device)
 
     t = time_interleaved(
         {"torch": run_torch, "xla": lambda i: mm(ja, jb).block_until_ready()},
@@ -693,11 +776,13 @@ def _load_config(system: str, denoiser: str | None):
     return bench.load_config(system, denoiser)
 
 
-def _jax_setup():
+def _jax_setup(device: str = "cpu"):
     from configs import profiles
 
-    profile = profiles.get_profile("cpu")
+    profile = profiles.get_profile(PROFILE_OF_DEVICE[device])
     profiles.set_xla_flags(profile)  # before jax initialises
+    if device == "cuda":
+        os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", JAX_GPU_MEM_FRACTION)
     import jax
 
     jax.config.update("jax_default_matmul_precision", profile.matmul_precision)
@@ -711,7 +796,7 @@ def run_rows(args, root: str, log=print) -> list[dict]:
     too: random xyz), given to both sides; the MACs are XLA's count of one
     ``system.denoise`` call on ``inputs.event``.
     """
-    jax = _jax_setup()
+    jax = _jax_setup(args.device)
     import numpy as np
 
     from pose_jax.models import get_model
@@ -732,7 +817,7 @@ def run_rows(args, root: str, log=print) -> list[dict]:
     params = system.init_params(jax.random.key(args.seed), example)
     # The reference is built at the denoiser's width and depth.
     reference = REFERENCE_DRIVERS[args.system](
-        args.system, root, get_model(config.model.name, **model_kwargs(config))
+        args.system, root, get_model(config.model.name, **model_kwargs(config)), args.device
     )
     rng = np.random.default_rng(args.seed)
     rows = []
@@ -787,30 +872,37 @@ def _ours_sides(system, spec, params, inputs, denoise_rows) -> dict:
     return sides
 
 
-def _d3dp_reference(system: str, root: str, module):
+def _d3dp_reference(system: str, root: str, module, device: str):
     """``make(entry, pose_2d, inputs, flip) -> call``: the reference D3DP at H, K."""
 
     def make(entry, pose_2d, inputs, flip):
         model = build_reference_d3dp(
             root, frames=pose_2d.shape[1], hypotheses=entry["H"], iterations=entry["K"],
-            flip=flip, embed_dim=module.embed_dim, depth=module.depth,
+            flip=flip, embed_dim=module.embed_dim, depth=module.depth, device=device,
         )  # fmt: skip
-        return reference_d3dp_call(model, pose_2d)
+        return reference_d3dp_call(model, pose_2d, device)
 
     return make
 
 
-def _gcn_reference(system: str, root: str, module):
+def _gcn_reference(system: str, root: str, module, device: str):
     """``make(entry, pose_2d, inputs, flip) -> call``: the reference refiner at S steps."""
     import numpy as np
 
     built = build_reference_gcn(
-        system, root, hidden=module.hidden, layers=module.num_layers, heads=module.num_heads
+        system,
+        root,
+        hidden=module.hidden,
+        layers=module.num_layers,
+        heads=module.num_heads,
+        device=device,
     )
 
     def make(entry, pose_2d, inputs, flip):
         uv, x_init = np.asarray(inputs.cond["pose_2d"]), np.asarray(inputs.x_init)
-        return reference_gcn_call(system, built, uv, x_init, steps=entry["steps"], flip=flip)
+        return reference_gcn_call(
+            system, built, uv, x_init, steps=entry["steps"], flip=flip, device=device
+        )
 
     return make
 
@@ -861,8 +953,9 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, log=print) 
     root = check_reference_dir(args.system, args.reference_dir)
     torch = require_torch()
     torch.set_num_threads(args.torch_threads)
+    torch_setting = set_torch_device(torch, args.device)
     load_before = _loadavg()
-    gemm = None if args.no_gemm else measure_gemm()
+    gemm = None if args.no_gemm else measure_gemm(device=args.device)
     if gemm:
         log(_gemm_text(gemm))
     rows = run_rows(args, root, log)
@@ -893,6 +986,8 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, log=print) 
             "python": platform.python_version(),
             "torch_version": torch.__version__,
             "torch_threads": torch.get_num_threads(),
+            **torch_setting,
+            "jax_device": jax.devices()[0].device_kind,
             "jax_version": jax.__version__,
             "jax_backend": jax.default_backend(),
             "jax_device_count": jax.device_count(),

@@ -127,24 +127,53 @@ def training_sequences(config):
     return poses_3d, poses_2d
 
 
-def reference_trainer(root: str, config, poses_3d, poses_2d):
-    """``step()``: one reference training step on the next batch of its generator."""
+def build_reference_model(root: str, *, embed_dim: int, depth: int, frames: int, lr: float,
+                          device: str = "cpu"):  # fmt: skip
+    """``(model, optimizer)``: the reference's ``D3DP(is_train=True)`` and AdamW on ``device``."""
     torch = speed.require_torch()
     import record_d3dp_fixtures as d3dp_rec
 
     d3dp_rec._install_timm_stand_in()
-    diffusionpose, generators = speed._import_reference(
-        root, "common.diffusionpose", "common.generators"
-    )
-    embed_dim, depth = _model_size(config)
-    frames = int(config.data.num_frames)
+    (diffusionpose,) = speed._import_reference(root, "common.diffusionpose")
     ref_args = argparse.Namespace(
         number_of_frames=frames, test_time_augmentation=False, timestep=1000, scale=1.0,
         cs=embed_dim, dep=depth,
     )  # fmt: skip
     model = diffusionpose.D3DP(ref_args, speed.JOINTS_LEFT, speed.JOINTS_RIGHT, is_train=True)
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(config.optim.lr), weight_decay=0.1)
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
+    return model, optimizer
+
+
+def reference_step(model, optimizer, batch_3d, batch_2d, device: str = "cpu") -> float:
+    """One reference training step on float arrays ``[B, F, J, 3]`` / ``[B, F, J, 2]``.
+
+    As D3DP's ``main.py``: the root zeroed, the per-frame MPJPE backpropagated with
+    ``backward(loss)``, ``loss.item()`` read (which waits for a GPU), AdamW.
+    """
+    torch = speed.require_torch()
+    inputs_3d = torch.from_numpy(batch_3d.astype("float32")).to(device)
+    inputs_2d = torch.from_numpy(batch_2d.astype("float32")).to(device)
+    inputs_3d[:, :, 0] = 0
+    optimizer.zero_grad()
+    with speed.reference_device(torch, device):
+        pred = model(inputs_2d, inputs_3d)
+    per_frame = torch.mean(torch.norm(pred - inputs_3d, dim=-1), dim=-1)
+    per_frame.backward(per_frame.clone().detach())
+    loss = torch.mean(per_frame).item()
+    optimizer.step()
+    speed.synchronize(torch, device)
+    return loss
+
+
+def reference_trainer(root: str, config, poses_3d, poses_2d):
+    """``step()``: one reference training step on the next batch of its generator."""
+    (generators,) = speed._import_reference(root, "common.generators")
+    embed_dim, depth = _model_size(config)
+    frames = int(config.data.num_frames)
+    model, optimizer = build_reference_model(
+        root, embed_dim=embed_dim, depth=depth, frames=frames, lr=float(config.optim.lr)
+    )
     generator = generators.ChunkedGenerator_Seq(
         int(config.data.batch_size), None, poses_3d, poses_2d, frames, pad=0, causal_shift=0,
         shuffle=True, augment=True, kps_left=speed.JOINTS_LEFT, kps_right=speed.JOINTS_RIGHT,
@@ -159,17 +188,7 @@ def reference_trainer(root: str, config, poses_3d, poses_2d):
 
     def step() -> float:
         _, batch_3d, batch_2d = next(stream)
-        inputs_3d = torch.from_numpy(batch_3d.astype("float32"))
-        inputs_2d = torch.from_numpy(batch_2d.astype("float32"))
-        inputs_3d[:, :, 0] = 0
-        optimizer.zero_grad()
-        with speed.cpu_redirect(torch):
-            pred = model(inputs_2d, inputs_3d)
-        per_frame = torch.mean(torch.norm(pred - inputs_3d, dim=-1), dim=-1)
-        per_frame.backward(per_frame.clone().detach())
-        loss = torch.mean(per_frame).item()
-        optimizer.step()
-        return loss
+        return reference_step(model, optimizer, batch_3d, batch_2d)
 
     return step
 

@@ -36,6 +36,7 @@ class _Run:
     repeats: int
     peak: float | None
     compiler_options: dict | None
+    reference32: Any = None  # the float32 system a bfloat16 row is compared with
 
 
 def run_benchmark(
@@ -87,7 +88,7 @@ def run_benchmark(
     system32, params = _build_system(config, run_dir, compiler_options, mpjpe_info)
     system = system32.with_compute_dtype(jnp.bfloat16) if dtype == "bfloat16" else system32
     run = _Run(model, kind, system32, system, params, dtype, flip, warmup, repeats, peak,
-               compiler_options)  # fmt: skip
+               compiler_options, _float32_reference(config, system32, dtype))  # fmt: skip
     rows, mpjpe_cache = [], {}
     for b, f in shapes:
         pose_2d = common.random_pose_2d(b, f)
@@ -201,6 +202,23 @@ def _build_system(config, run_dir, compiler_options, mpjpe_info):
     return system, init(jax.random.key(0), system.example_batch(config.data.num_frames))
 
 
+def _float32_reference(config, system32, dtype: str):
+    """The float32 system a bfloat16 row is compared with (None for float32 rows).
+
+    ``system32``, except with ``attention_impl='cudnn'``: cuDNN's flash attention takes
+    float16/bfloat16 only, so the float32 reference runs XLA's attention (same weights).
+    """
+    if dtype != "bfloat16":
+        return None
+    if config.model.get("kwargs", {}).get("attention_impl") != "cudnn":
+        return system32
+    from pose_jax.systems import get_system
+
+    config = config.copy_and_resolve_references()
+    config.model.kwargs.attention_impl = "xla"
+    return get_system(config.system).from_config(config)
+
+
 def _time_entry(run: _Run, inputs, macs_event, entry, batch: int, frames: int) -> dict:
     """The row of one grid entry on one batch (with the bfloat16 difference to float32)."""
     from pose_jax import benchmarking
@@ -217,7 +235,7 @@ def _time_entry(run: _Run, inputs, macs_event, entry, batch: int, frames: int) -
     row.update(common.published_fields(run.model, entry))
     if run.dtype == "bfloat16":
         ref, _ = common.sampler_call(
-            run.system32, spec, run.params, inputs, compiler_options=opts, placed=placed
+            run.reference32, spec, run.params, inputs, compiler_options=opts, placed=placed
         )
         row.update(common.dtype_diff(call(7), ref(7)))
     return row

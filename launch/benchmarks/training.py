@@ -191,6 +191,35 @@ def _make_step(config, system, fsdp_min_size, *, devices, param_sharding, **sett
 
 def _time_batch(step: _Step, host: list[dict]) -> dict:
     """One batch size's row: the compiled (and, unless ``compile_only``, timed) step."""
+    from pose_jax import benchmarking
+
+    row, call = _compile_batch(step, host)
+    if call is None:
+        return row
+    timing = benchmarking.time_call(call, warmup=step.warmup, repeats=step.repeats)
+    med, b, macs = timing.median_s, row["batch"], row["gmacs_per_step"]
+    row.update(
+        first_call_s=row["compile_s"] + timing.first_call_s,
+        median_s=med,
+        steps_per_s=1.0 / med,
+        samples_per_s=b / med,
+        poses_per_s=b * step.frames / med,
+        achieved_tflops=None if macs is None else 2 * macs / med / 1e3,
+        flop_utilisation=benchmarking.utilisation(
+            None if macs is None else macs * 1e9, med, step.peak
+        ),
+        final_loss=float(call.last_metrics["loss"]),
+    )
+    return row
+
+
+def _compile_batch(step: _Step, host: list[dict]):
+    """``(row, call)``: the compiled step's static fields and ``call(i)`` running step i.
+
+    ``call`` (None with ``compile_only``) cycles through the batches on the device,
+    donates the state to each step and keeps the last step's metrics in
+    ``call.last_metrics``.
+    """
     import jax
 
     from pose_jax import benchmarking, model_state
@@ -234,28 +263,50 @@ def _time_batch(step: _Step, host: list[dict]) -> dict:
         "xla_memory_mib": None if mem is None else mem / 2**20,
     }
     if step.compile_only:
-        return row
+        return row, None
     holder = {"state": state}
     del state  # donated by the first step
 
     def call(i):
         batch = on_device[i % len(on_device)]
-        holder["state"], holder["metrics"] = compiled(holder["state"], batch)
-        return holder["state"], holder["metrics"]
+        holder["state"], call.last_metrics = compiled(holder["state"], batch)
+        return holder["state"], call.last_metrics
 
-    timing = benchmarking.time_call(call, warmup=step.warmup, repeats=step.repeats)
-    med = timing.median_s
-    row.update(
-        first_call_s=compile_s + timing.first_call_s,
-        median_s=med,
-        steps_per_s=1.0 / med,
-        samples_per_s=b / med,
-        poses_per_s=b * step.frames / med,
-        achieved_tflops=None if macs is None else 2 * macs / med / 1e12,
-        flop_utilisation=benchmarking.utilisation(macs, med, step.peak),
-        final_loss=float(holder["metrics"]["loss"]),
-    )
-    return row
+    call.last_metrics = None
+    return row, call
+
+
+def step_call(
+    model: str,
+    batch: int,
+    *,
+    profile_name: str = "cpu",
+    frames: int | None = None,
+    denoiser: str | None = None,
+    model_kwargs: dict | None = None,
+    num_batches: int = 2,
+):
+    """``(call, row)``: the compiled training step of ``model`` at ``batch``, one device.
+
+    As :func:`run_train_benchmark` builds and compiles it (paper config, random
+    batches on the device, state donated); ``call(i)`` runs step ``i`` and blocks
+    until it is done, for callers that time it beside something else.
+    """
+    import jax
+
+    profile = profiles.get_profile(profile_name)
+    jax.config.update("jax_default_matmul_precision", profile.matmul_precision)
+    config, system, paper_batch, paper_frames = _train_config(model, denoiser, frames, model_kwargs)
+    frames = 1 if system.single_frame else int(config.data.num_frames)
+    system = system.with_data_statistics([train_batch(system, config, batch, seed=99)])
+    step = _make_step(
+        config, system, None, devices=1, param_sharding="replicated", compiler_options=None,
+        paper_batch=paper_batch, frames=frames, paper_frames=paper_frames,
+        compile_only=False, warmup=0, repeats=1, peak=None,
+    )  # fmt: skip
+    host = [train_batch(system, config, batch, seed=i) for i in range(num_batches)]
+    row, call = _compile_batch(step, [{k: h[k] for k in step.keys} for h in host])
+    return (lambda i: jax.block_until_ready(call(i))), row
 
 
 def train_batch(system, config, batch_size: int, *, seed: int) -> dict:

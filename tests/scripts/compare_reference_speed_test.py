@@ -361,3 +361,30 @@ def test_gcn_end_to_end_on_a_stand_in(tmp_path, capsys):
     assert report["environment"]["torch_threads"] == os.cpu_count()
     assert report["denoiser"] == "mmdiff_tiny" and report["gemm"] is None
     assert "| S2, 8 poses | 4 | one call |" in printed and "| S2, 8 poses | 4 | 4 |" in printed
+
+
+# -- --device ----------------------------------------------------------------------
+
+
+def test_device_flag_defaults_to_cpu_and_names_the_choices(capsys):
+    assert crs.parse_args(["--system=d3dp", "--reference_dir=/x"]).device == "cpu"
+    assert crs.parse_args(["--system=d3dp", "--reference_dir=/x", "--device=cuda"]).device == "cuda"
+    with pytest.raises(SystemExit):
+        crs.parse_args(["--system=d3dp", "--reference_dir=/x", "--device=tpu"])
+    assert "choose from 'cpu', 'cuda'" in capsys.readouterr().err
+    assert crs.PROFILE_OF_DEVICE == {"cpu": "cpu", "cuda": "gpu"}
+
+
+def test_device_text_only_on_a_gpu():
+    assert crs._device_text({"torch_threads": 2}) == ""  # reports from before --device
+    assert crs._device_text({"torch_device": "cpu"}) == ""
+    text = crs._device_text({"torch_device": "NVIDIA H200", "jax_device": "NVIDIA H200"})
+    assert "GPU: NVIDIA H200" in text and "TF32 on both sides" in text
+
+
+def test_set_torch_device_cpu_and_a_missing_gpu(monkeypatch):
+    torch = pytest.importorskip("torch")
+    assert crs.set_torch_device(torch, "cpu") == {"torch_device": "cpu", "torch_tf32": False}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ImportError, match=r"--device=cuda: torch .* sees no CUDA GPU"):
+        crs.set_torch_device(torch, "cuda")
