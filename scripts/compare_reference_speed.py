@@ -999,15 +999,19 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, log=print) 
     }
 
 
-def write_report(report: Mapping[str, Any], out_dir: str) -> tuple[str, str]:
+def write_outputs(out_dir: str, stem: str, report: Mapping[str, Any], md: str) -> tuple[str, str]:
+    """Writes ``out_dir/stem.json`` and ``out_dir/stem.md`` (the comparison scripts' outputs)."""
     os.makedirs(out_dir, exist_ok=True)
-    json_path = os.path.join(out_dir, "compare_reference_speed.json")
-    md_path = os.path.join(out_dir, "compare_reference_speed.md")
+    json_path, md_path = (os.path.join(out_dir, f"{stem}.{ext}") for ext in ("json", "md"))
     with open(json_path, "w") as f:
         json.dump(report, f, indent=1)
     with open(md_path, "w") as f:
-        f.write(to_markdown(report))
+        f.write(md)
     return json_path, md_path
+
+
+def write_report(report: Mapping[str, Any], out_dir: str) -> tuple[str, str]:
+    return write_outputs(out_dir, "compare_reference_speed", report, to_markdown(report))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import shlex
 import sys
@@ -205,11 +204,7 @@ def main(argv=None) -> int:
     md = to_markdown(report)
     print(md)
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "compare_reference_train_step.json"), "w") as f:
-            json.dump(report, f, indent=1)
-        with open(os.path.join(args.out, "compare_reference_train_step.md"), "w") as f:
-            f.write(md)
+        speed.write_outputs(args.out, "compare_reference_train_step", report, md)
     return 0
 
 

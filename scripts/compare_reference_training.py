@@ -339,11 +339,7 @@ def main(argv=None) -> int:
     md = to_markdown(report)
     print(md)
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "compare_reference_training.json"), "w") as f:
-            json.dump(report, f, indent=1)
-        with open(os.path.join(args.out, "compare_reference_training.md"), "w") as f:
-            f.write(md)
+        speed.write_outputs(args.out, "compare_reference_training", report, md)
     return 0
 
 
