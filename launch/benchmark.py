@@ -67,6 +67,7 @@ import os
 from absl import app, flags
 
 from configs import profiles
+from launch import host_memory
 from launch.benchmarks import common
 from launch.benchmarks.common import PUBLISHED  # noqa: F401  (re-exported)
 from launch.benchmarks.sampling import (  # noqa: F401  (re-exported)
@@ -285,4 +286,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    host_memory.ensure_hugepage_malloc("launch.benchmark")
     app.run(main)

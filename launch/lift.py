@@ -24,7 +24,7 @@ import time
 
 from absl import app, flags, logging
 
-from launch import cli
+from launch import cli, host_memory
 from pose_jax.errors import InputError
 
 _RUN = flags.DEFINE_string("run", None, "A launch.train run directory (WORKDIR).")
@@ -202,4 +202,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    host_memory.ensure_hugepage_malloc("launch.lift")
     app.run(main, flags_parser=cli.parse_flags)

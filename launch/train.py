@@ -13,7 +13,7 @@ from __future__ import annotations
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from launch import cli
+from launch import cli, host_memory
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file.", lock_config=True
@@ -71,5 +71,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    host_memory.ensure_hugepage_malloc("launch.train")
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main, flags_parser=cli.parse_flags)

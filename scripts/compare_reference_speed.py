@@ -93,6 +93,11 @@ _SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)  # configs/, launch/, pose_jax/ when run as a script
 
+from launch import host_memory  # noqa: E402
+
+if __name__ == "__main__":  # both sides under the same malloc setting (launch/host_memory.py)
+    host_memory.ensure_hugepage_malloc("compare_reference_speed.py")
+
 # The benchmarks' tables (no absl flags; jax is started by _jax_setup, after XLA_FLAGS).
 from launch.benchmarks import common as bench  # noqa: E402
 from pose_jax import skeleton as skeleton_lib  # noqa: E402
@@ -466,7 +471,8 @@ def to_markdown(report: Mapping[str, Any]) -> str:
         f"### {report['system']}: reference {report['reference_repo']} vs pose_jax "
         f"({report['denoiser']}), float32, flip TTA {flip}\n\n"
         f"Machine: {env['cpu_model']} ({env['cpu_count']} CPUs), host {env['host']}, "
-        f"{env['platform']}; load average {env['loadavg_before']} before, "
+        f"{env['platform']}; glibc malloc on huge pages: {env.get('malloc_hugetlb', 'off')}; "
+        f"load average {env['loadavg_before']} before, "
         f"{env['loadavg_after']} after. "
         f"{_device_text(env)}"
         f"torch {env['torch_version']} ({env['torch_threads']} threads, inference_mode, eval); "
@@ -992,6 +998,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None, log=print) 
             "jax_backend": jax.default_backend(),
             "jax_device_count": jax.device_count(),
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "malloc_hugetlb": host_memory.describe(),
             "loadavg_before": load_before,
             "loadavg_after": _loadavg(),
         },

@@ -33,6 +33,12 @@ import sys
 
 _SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _SCRIPTS_DIR)
+sys.path.insert(0, os.path.dirname(_SCRIPTS_DIR))
+
+from launch import host_memory  # noqa: E402
+
+if __name__ == "__main__":  # both sides under the same malloc setting (launch/host_memory.py)
+    host_memory.ensure_hugepage_malloc("compare_reference_train_step.py")
 
 import compare_reference_speed as speed  # noqa: E402  (device, reference import helpers)
 import compare_reference_training as training_compare  # noqa: E402  (the reference step)
@@ -160,6 +166,7 @@ def run(args, argv=None, log=print) -> dict:
             "jax_device": jax.devices()[0].device_kind,
             "cpu_model": speed._cpu_model(),
             "cpu_count": os.cpu_count(),
+            "malloc_hugetlb": host_memory.describe(),
         },
         "sides": result,
     }
@@ -173,7 +180,8 @@ def to_markdown(report: dict) -> str:
         f"{report['frames']} frames): reference paTRICK-swk/D3DP vs pose_jax\n\n"
         f"Device: {env['torch_device']} (jax: {env['jax_device']}); torch "
         f"{env['torch_version']}, jax {env['jax_version']}; TF32 matmuls: "
-        f"{'both sides' if env['torch_tf32'] else 'no (CPU)'}; {report['date_utc']} UTC; "
+        f"{'both sides' if env['torch_tf32'] else 'no (CPU)'}; glibc malloc on huge pages: "
+        f"{env['malloc_hugetlb']}; {report['date_utc']} UTC; "
         f"median of {report['repeats']} alternated steps after {report['warmup']} warm-up; "
         f"random data. Command: `{report['command']}`"
     )

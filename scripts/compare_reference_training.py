@@ -42,6 +42,11 @@ if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from launch import host_memory  # noqa: E402
+
+if __name__ == "__main__":  # both sides under the same malloc setting (launch/host_memory.py)
+    host_memory.ensure_hugepage_malloc("compare_reference_training.py")
+
 import compare_reference_speed as speed  # noqa: E402  (reference import helpers)
 import numpy as np  # noqa: E402
 
@@ -288,6 +293,7 @@ def run(args, log=print) -> dict:
         "torch_threads": args.torch_threads,
         "torch": torch.__version__,
         "cpu": speed._cpu_model(),
+        "malloc_hugetlb": host_memory.describe(),
         "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "runs": sides,
         "summary": summary,
@@ -314,6 +320,7 @@ def summarise(sides: dict[str, list[dict]]) -> list[dict]:
 def to_markdown(report: dict) -> str:
     lines = [
         f"{report['cpu']}, torch {report['torch']} ({report['torch_threads']} threads), "
+        f"glibc malloc on huge pages (both sides): {report.get('malloc_hugetlb', 'off')}, "
         f"{report['date_utc']}; {report['config']} ({report['model']}, batch {report['batch']}, "
         f"{report['frames']} frames, {report['dataset']}, {report['sequences']} sequences); "
         f"{report['steps']} timed steps per run after {report['warmup']}, "

@@ -23,6 +23,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from launch import host_memory
+
 # monoMotionDiff's speed table (Tab. 3) times its GT config: refinement from T_test 12
 # with S DDIM steps on range(0, 12, 12 // S).
 T_TEST = 12
@@ -475,6 +477,7 @@ def environment(device, peak) -> dict:
         "peak_flops_assumed": peak,
         "peak_memory_bytes": benchmarking.peak_memory_bytes(device),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "malloc_hugetlb": host_memory.describe(),
     }
 
 
@@ -486,7 +489,8 @@ def setup_line(report: Mapping[str, Any]) -> str:
         f"host {report['host']} ({report['cpu_count']} CPUs), jax {report['jax_version']}, "
         f"{report['date_utc']} UTC; profile {report['profile']}; peak FLOP/s assumed "
         f"{report['peak_flops_assumed'] or 'n/a'}; peak device memory "
-        f"{'n/a' if mem is None else f'{mem / 2**20:.1f} MiB'}."
+        f"{'n/a' if mem is None else f'{mem / 2**20:.1f} MiB'}; glibc malloc on huge pages: "
+        f"{report.get('malloc_hugetlb', 'off')}."
     ) + "".join(f" model.kwargs.{k}={v}." for k, v in (report.get("model_kwargs") or {}).items())
 
 
