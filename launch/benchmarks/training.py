@@ -80,12 +80,10 @@ def run_train_benchmark(
         raise app.UsageError(f"--system={model!r}; expected one of {sorted(common.CONFIGS)}.")
     common.check_positive("batch", batches)
     common.check_positive("frames", [frames] if frames is not None else None)
-    profile = profiles.get_profile(profile_name)
-    jax.config.update("jax_default_matmul_precision", profile.matmul_precision)
-    config, system, paper_batch, paper_frames = _train_config(model, denoiser, frames, model_kwargs)
+    profile, config, system, paper_batch, paper_frames = _prepare(
+        model, profile_name, denoiser, frames, model_kwargs
+    )
     frames = 1 if system.single_frame else int(config.data.num_frames)
-    # DiffPose-frame's uv noise: a GMM fitted to the (here random) 2D residuals.
-    system = system.with_data_statistics([train_batch(system, config, paper_batch, seed=99)])
     _check_devices(devices, batches or [paper_batch])
     device = jax.devices()[0]
     peak = common.peak_flops(profile, device.device_kind, dtype="float32", peak_tflops=peak_tflops)
@@ -118,6 +116,21 @@ def run_train_benchmark(
         rows=rows,
     )
     return report
+
+
+def _prepare(model, profile_name, denoiser, frames, model_kwargs, stats_batch=None):
+    """``(profile, config, system, paper batch, paper frames)``, precision set, statistics fitted.
+
+    ``stats_batch``: the batch size of the random batch the data statistics are fitted
+    to (DiffPose-frame's uv noise: a GMM of the 2D residuals); default the paper batch.
+    """
+    import jax
+
+    profile = profiles.get_profile(profile_name)
+    jax.config.update("jax_default_matmul_precision", profile.matmul_precision)
+    config, system, paper_batch, paper_frames = _train_config(model, denoiser, frames, model_kwargs)
+    stats = train_batch(system, config, stats_batch or paper_batch, seed=99)
+    return profile, config, system.with_data_statistics([stats]), paper_batch, paper_frames
 
 
 def _check_devices(devices: int, batches: list[int]) -> None:
@@ -294,11 +307,10 @@ def step_call(
     """
     import jax
 
-    profile = profiles.get_profile(profile_name)
-    jax.config.update("jax_default_matmul_precision", profile.matmul_precision)
-    config, system, paper_batch, paper_frames = _train_config(model, denoiser, frames, model_kwargs)
+    _, config, system, paper_batch, paper_frames = _prepare(
+        model, profile_name, denoiser, frames, model_kwargs, stats_batch=batch
+    )
     frames = 1 if system.single_frame else int(config.data.num_frames)
-    system = system.with_data_statistics([train_batch(system, config, batch, seed=99)])
     step = _make_step(
         config, system, None, devices=1, param_sharding="replicated", compiler_options=None,
         paper_batch=paper_batch, frames=frames, paper_frames=paper_frames,
