@@ -5,10 +5,12 @@ imported at run time from the checkout given, nothing copied): ``D3DP(is_train=T
 (MixSTE2 at the denoiser's width and depth, its fixed 8 heads, drop-path 0.1), the
 per-frame MPJPE backpropagated, ``loss.item()`` read, AdamW. pose_jax's side is
 ``launch.benchmark --mode=train``'s step (the paper config's loss, optimizer and
-gradient mode, state donated) at 8 heads. Both take the same random batches of
-``--clips`` clips of ``--frames`` frames, placed on the device once; the sides'
-steps alternate (``pose_jax.benchmarking.time_interleaved``) after the first call
-and ``--warmup`` untimed ones, and the median of ``--repeats`` is reported. This
+gradient mode, state donated) at 8 heads; the reference's AdamW takes the config's
+learning rate. Both take the same random batches
+(``launch.benchmarks.training.train_batch``) of ``--clips`` clips of ``--frames``
+frames; the sides' steps alternate (``pose_jax.benchmarking.time_interleaved``) after
+the first call and ``--warmup`` untimed ones, and the median of ``--repeats`` is
+reported. This
 times the step at the paper batch, not the loop (``compare_reference_training.py``
 times the loops with their input pipelines on the CPU).
 
@@ -42,7 +44,6 @@ if __name__ == "__main__":  # both sides under the same malloc setting (launch/h
 
 import compare_reference_speed as speed  # noqa: E402  (device, reference import helpers)
 import compare_reference_training as training_compare  # noqa: E402  (the reference step)
-import numpy as np  # noqa: E402
 
 REFERENCE_HEADS = training_compare.REFERENCE_HEADS
 
@@ -54,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--reference_dir", required=True, help="A checkout of paTRICK-swk/D3DP.")
     ap.add_argument("--device", default="cpu", choices=speed.DEVICES)
     ap.add_argument("--denoiser", default="d3dp", help="MixSTE denoiser (d3dp, d3dp_tiny).")
-    ap.add_argument("--clips", type=int, default=None, help="Clips per step (default: paper, 4).")
+    ap.add_argument(
+        "--clips", type=int, default=None, help="Clips per step (default: the paper batch, 4)."
+    )
     ap.add_argument("--frames", type=int, default=243, help="Frames per clip.")
     ap.add_argument("--warmup", type=int, default=2, help="Untimed steps after the first.")
     ap.add_argument("--repeats", type=int, default=10, help="Timed steps per side (median).")
@@ -75,42 +78,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def random_batches(clips: int, frames: int, seed: int, n: int = 2) -> list[tuple]:
-    """``n`` pairs ``(pose_3d [B, F, J, 3], pose_2d [B, F, J, 2])`` of plausible values."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        p3 = 0.25 * rng.standard_normal((clips, frames, speed.NUM_JOINTS, 3))
-        p3[:, :, 0] = 0.0
-        p2 = rng.uniform(-1.0, 1.0, (clips, frames, speed.NUM_JOINTS, 2))
-        out.append((p3.astype(np.float32), p2.astype(np.float32)))
-    return out
-
-
-def _pose_jax_side(args, clips: int):
-    """``(call, row)``: pose_jax's compiled step (``launch.benchmarks.training``)."""
+def _pose_jax_side(args):
+    """pose_jax's compiled step (``launch.benchmarks.training.StepCall``)."""
     from launch.benchmarks import training
 
     return training.step_call(
-        "d3dp", clips, profile_name=speed.PROFILE_OF_DEVICE[args.device], frames=args.frames,
-        denoiser=args.denoiser, model_kwargs={"num_heads": REFERENCE_HEADS},
+        "d3dp", args.clips, profile_name=speed.PROFILE_OF_DEVICE[args.device],
+        frames=args.frames, denoiser=args.denoiser, seed=args.seed,
+        model_kwargs={"num_heads": REFERENCE_HEADS},
     )  # fmt: skip
 
 
-def _reference_side(args, root: str, clips: int):
-    """``call(i)``: the reference's step on alternating random batches."""
+def _reference_side(args, root: str, ours):
+    """``call(i)``: the reference's step on the batches pose_jax's step ``i`` takes."""
     from pose_jax import models
 
     module = models.get_model(args.denoiser)
     model, optimizer = training_compare.build_reference_model(
         root, embed_dim=int(module.embed_dim), depth=int(module.depth), frames=args.frames,
-        lr=6e-5, device=args.device,
+        lr=float(ours.config.optim.lr), device=args.device,
     )  # fmt: skip
-    batches = random_batches(clips, args.frames, args.seed)
+    batches = ours.batches
 
     def call(i):
-        p3, p2 = batches[i % len(batches)]
-        return training_compare.reference_step(model, optimizer, p3, p2, args.device)
+        batch = batches[i % len(batches)]
+        return training_compare.reference_step(
+            model, optimizer, batch["pose_3d"], batch["pose_2d"], args.device
+        )
 
     return call
 
@@ -124,12 +118,12 @@ def run(args, argv=None, log=print) -> dict:
     torch_setting = speed.set_torch_device(torch, args.device)
     jax = speed._jax_setup(args.device)
 
-    clips = args.clips or 4
-    ours, row = _pose_jax_side(args, clips)
-    reference = _reference_side(args, root, clips)
+    ours = _pose_jax_side(args)
+    row, clips = ours.row, ours.row["batch"]
+    reference = _reference_side(args, root, ours)
     log(f"[d3dp train step] {clips} x {args.frames} frames on {args.device} ...")
     t = time_interleaved(
-        {"pose_jax": ours, "reference": reference}, warmup=args.warmup, repeats=args.repeats
+        {"pose_jax": ours.call, "reference": reference}, warmup=args.warmup, repeats=args.repeats
     )
     gflop = None if row["gmacs_per_step"] is None else 2 * row["gmacs_per_step"]
     result = {

@@ -60,21 +60,25 @@ def read_steps(runs: str) -> list[dict]:
     return steps
 
 
+def _read_text(path: str) -> str | None:
+    """The file's text, or None where the step wrote none."""
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return f.read()
+
+
 def _step(runs: str, name: str, rc: str, seconds: float, command: str) -> dict:
     folder = os.path.join(runs, name)
     report, kind = None, None
     for fname in REPORT_FILES:
-        if os.path.isfile(os.path.join(folder, fname)):
-            with open(os.path.join(folder, fname)) as f:
-                report, kind = json.load(f), fname.removesuffix(".json")
+        text = _read_text(os.path.join(folder, fname))
+        if text is not None:
+            report, kind = json.loads(text), fname.removesuffix(".json")
             break
-    log_path = os.path.join(folder, "log.txt")
-    log = open(log_path).read().splitlines() if os.path.isfile(log_path) else []
+    log = (_read_text(os.path.join(folder, "log.txt")) or "").splitlines()
     status = _status(rc)
-    markdown = None
-    md_path = os.path.join(folder, f"{kind}.md") if kind else None
-    if md_path and os.path.isfile(md_path):
-        markdown = open(md_path).read()
+    markdown = _read_text(os.path.join(folder, f"{kind}.md")) if kind else None
     return {
         "name": name,
         "status": status,

@@ -102,9 +102,9 @@ def test_bfloat16_sampler_close_to_float32_on_gpu():
 def test_training_step_on_gpu_reports_memory():
     """A training step compiles, runs and lowers its loss-finite state on the GPU."""
     gpu = _gpu()
-    call, row = training.step_call("d3dp", 2, profile_name="gpu", frames=27, denoiser="d3dp_tiny")
-    _, metrics = call(0)
-    _, metrics = call(1)
+    step = training.step_call("d3dp", 2, profile_name="gpu", frames=27, denoiser="d3dp_tiny")
+    _, metrics = step.call(0)
+    _, metrics = step.call(1)
     assert np.isfinite(float(metrics["loss"]))
-    assert row["xla_memory_mib"] and row["xla_memory_mib"] > 0
+    assert step.row["xla_memory_mib"] and step.row["xla_memory_mib"] > 0
     assert gpu.memory_stats()["peak_bytes_in_use"] > 0

@@ -289,36 +289,54 @@ def _compile_batch(step: _Step, host: list[dict]):
     return row, call
 
 
+@dataclasses.dataclass(frozen=True)
+class StepCall:
+    """A compiled training step ready to be timed beside something else.
+
+    ``call(i)`` runs step ``i`` on ``batches[i % len(batches)]`` (host copies of the
+    batches on the device) and blocks until it is done; ``row`` holds the static fields
+    (compile time, MACs, XLA memory); ``config`` is the experiment config it was built from.
+    """
+
+    call: Any
+    row: dict
+    batches: list[dict]
+    config: Any
+
+
 def step_call(
     model: str,
-    batch: int,
+    batch: int | None = None,
     *,
     profile_name: str = "cpu",
     frames: int | None = None,
     denoiser: str | None = None,
     model_kwargs: dict | None = None,
     num_batches: int = 2,
-):
-    """``(call, row)``: the compiled training step of ``model`` at ``batch``, one device.
+    seed: int = 0,
+) -> StepCall:
+    """The compiled training step of ``model`` at ``batch`` (default: the paper batch), one device.
 
     As :func:`run_train_benchmark` builds and compiles it (paper config, random
-    batches on the device, state donated); ``call(i)`` runs step ``i`` and blocks
-    until it is done, for callers that time it beside something else.
+    batches on the device, state donated); the batches are ``train_batch`` of seeds
+    ``seed, seed + 1, ...``.
     """
     import jax
 
     _, config, system, paper_batch, paper_frames = _prepare(
         model, profile_name, denoiser, frames, model_kwargs, stats_batch=batch
     )
+    batch = batch or paper_batch
     frames = 1 if system.single_frame else int(config.data.num_frames)
     step = _make_step(
         config, system, None, devices=1, param_sharding="replicated", compiler_options=None,
         paper_batch=paper_batch, frames=frames, paper_frames=paper_frames,
         compile_only=False, warmup=0, repeats=1, peak=None,
     )  # fmt: skip
-    host = [train_batch(system, config, batch, seed=i) for i in range(num_batches)]
-    row, call = _compile_batch(step, [{k: h[k] for k in step.keys} for h in host])
-    return (lambda i: jax.block_until_ready(call(i))), row
+    host = [train_batch(system, config, batch, seed=seed + i) for i in range(num_batches)]
+    host = [{k: h[k] for k in step.keys} for h in host]
+    row, call = _compile_batch(step, host)
+    return StepCall(lambda i: jax.block_until_ready(call(i)), row, host, config)
 
 
 def train_batch(system, config, batch_size: int, *, seed: int) -> dict:

@@ -61,10 +61,17 @@ def test_arguments_are_checked(capsys):
         assert says in capsys.readouterr().err
 
 
-def test_random_batches_have_the_reference_shapes_and_a_zero_root():
-    (p3, p2), _ = cts.random_batches(clips=2, frames=5, seed=0)
-    assert p3.shape == (2, 5, 17, 3) and p2.shape == (2, 5, 17, 2)
-    assert (p3[:, :, 0] == 0).all() and abs(p2).max() <= 1.0
+def test_both_sides_get_pose_jax_batches_of_the_reference_shapes_and_a_zero_root():
+    args = cts.parse_args(["--reference_dir=/x", "--denoiser=d3dp_tiny", "--clips=2", "--frames=5"])
+    ours = cts._pose_jax_side(args)
+    assert ours.row["batch"] == 2 and len(ours.batches) == 2
+    for batch in ours.batches:  # what reference_step takes too
+        p3, p2 = batch["pose_3d"], batch["pose_2d"]
+        assert p3.shape == (2, 5, 17, 3) and p2.shape == (2, 5, 17, 2)
+        assert (p3[:, :, 0] == 0).all() and abs(p2).max() <= 1.0
+    assert float(ours.config.optim.lr) == 6e-5  # the paper config's, given to the reference
+    assert cts._pose_jax_side(cts.parse_args(["--reference_dir=/x", "--denoiser=d3dp_tiny",
+                                              "--frames=5"])).row["batch"] == 4  # fmt: skip
 
 
 def test_markdown_has_one_row_per_side_and_the_ratio():
